@@ -1,0 +1,40 @@
+"""ComfyUI runtime services for non-diffusion models: memory management, progress, Cancel.
+
+Imported only from inside node functions, so node modules import without ComfyUI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def managed(module: torch.nn.Module):
+    """Wrap a module so ComfyUI loads it to the GPU on demand and offloads it under memory pressure."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def load(patcher) -> torch.device:
+    """Load a managed model onto its compute device; returns that device."""
+    import comfy.model_management as mm
+
+    mm.load_model_gpu(patcher)
+    return patcher.load_device
+
+
+def progress(total: int) -> Callable[[int], None]:
+    """A step callback for core loops: advances ComfyUI's progress bar and raises if the user pressed Cancel."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(total)
+
+    def step(advance: int = 1) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update(advance)
+
+    return step

@@ -1,0 +1,75 @@
+"""Model folders, all in one place, registered with ComfyUI's folder_paths.
+
+Folders other packs already use (``sams``, ``grounding-dino``) are shared. Registration only
+appends: paths a user set in ``extra_model_paths.yaml`` stay first.
+"""
+
+from __future__ import annotations
+
+import os
+
+# folder name -> file extensions listed in the UI (empty: folders, listed by the node itself)
+FOLDERS: dict[str, set[str]] = {
+    "blip2": set(),
+    "ram": {".pth", ".safetensors"},
+    "grounding-dino": {".pth", ".safetensors"},
+    "sams": {".pth", ".safetensors"},
+    "bert-base-uncased": set(),
+}
+
+
+def register() -> None:
+    try:
+        import folder_paths
+    except ImportError:  # outside ComfyUI
+        return
+    for name, extensions in FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, name)
+        if name in folder_paths.folder_names_and_paths:
+            paths, known = folder_paths.folder_names_and_paths[name]
+            if default not in paths:
+                paths.append(default)
+            if isinstance(known, set):
+                known.update(extensions)
+        else:
+            folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
+
+
+def folder_paths_for(name: str) -> list[str]:
+    import folder_paths
+
+    return folder_paths.get_folder_paths(name)
+
+
+def list_model_dirs(name: str, marker: str = "config.json") -> list[str]:
+    """Sub-folders (one level deep) of a registered folder that hold ``marker``: Hugging Face model folders."""
+    found = set()
+    for root in folder_paths_for(name):
+        if not os.path.isdir(root):
+            continue
+        for entry in sorted(os.listdir(root)):
+            if os.path.isfile(os.path.join(root, entry, marker)):
+                found.add(entry)
+    return sorted(found)
+
+
+def find_model_dir(name: str, entry: str) -> str | None:
+    for root in folder_paths_for(name):
+        candidate = os.path.join(root, entry)
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def missing_model_message(folder: str, what: str, source: str) -> str:
+    """The one message format for 'put this file there'."""
+    paths = ", ".join(folder_paths_for(folder)) if _comfy_available() else f"models/{folder}"
+    return f"No {what} found. Put it in ComfyUI's models/{folder} folder ({paths}). Get it from: {source}"
+
+
+def _comfy_available() -> bool:
+    try:
+        import folder_paths  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,75 @@
+"""The fine-stage guidance: per object a tag, a likelihood score, a local caption and a mask.
+
+This is what the Local Dense Captioner produces and the Realign Attention Patch consumes
+(ComfyUI type ``REALIGN_GUIDANCE``: a list of ``RealignGuidance``, one per image).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+VALID_SCORES = (0.0, 0.5, 2.0)
+
+
+@dataclass
+class GuidedObject:
+    tag: str
+    score: float  # likelihood the object belongs in the scene: 2 certainly, 0.5 maybe, 0 unlikely
+    caption: str  # local caption: the object as the prompt wants it, e.g. "a yellow pen"
+    mask: torch.Tensor  # [H, W] float32 in [0, 1] at the image's resolution
+    box: tuple[float, float, float, float] | None = None  # xyxy, pixels
+    confidence: float | None = None  # detector confidence, when detected
+
+    def __post_init__(self):
+        if self.mask.dim() != 2:
+            raise ValueError(f"object {self.tag!r}: mask must be [H, W], got shape {tuple(self.mask.shape)}")
+        self.mask = self.mask.detach().float().clamp(0, 1).cpu()
+        self.score = float(self.score)
+
+    @property
+    def mask_area(self) -> float:
+        """Fraction of the image the mask covers."""
+        return float((self.mask > 0.5).float().mean()) if self.mask.numel() else 0.0
+
+
+@dataclass
+class RealignGuidance:
+    prompt: str
+    width: int
+    height: int
+    objects: list[GuidedObject] = field(default_factory=list)
+    source: str = ""  # what produced the scores and captions, e.g. "manual", "offline", "llm:gpt-4o"
+
+    def __post_init__(self):
+        for obj in self.objects:
+            if tuple(obj.mask.shape) != (self.height, self.width):
+                raise ValueError(
+                    f"object {obj.tag!r}: mask is {tuple(obj.mask.shape)} but the guidance is for a "
+                    f"{self.height}x{self.width} image"
+                )
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (masks summarised by their area; the MASK output carries them)."""
+        return {
+            "prompt": self.prompt,
+            "width": self.width,
+            "height": self.height,
+            "source": self.source,
+            "objects": [
+                {
+                    "tag": o.tag,
+                    "score": o.score,
+                    "caption": o.caption,
+                    "box": list(o.box) if o.box is not None else None,
+                    "confidence": o.confidence,
+                    "mask_area": round(o.mask_area, 4),
+                }
+                for o in self.objects
+            ],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)

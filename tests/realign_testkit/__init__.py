@@ -1,0 +1,1 @@
+"""Test helpers: random-weight model files, the pack loader, and a real in-process ComfyUI."""
