@@ -158,6 +158,10 @@ class GraphBuilder:
             outputs[slot]["type"] = link_type
             outputs[slot]["name"] = inputs[target]["type"]
             outputs[slot]["widget"] = {"name": input_name}
+            # the web UI copies the primitive's value into the widget it drives
+            names = [w.name for w in widget_layout(self.info(dst.type))]
+            if input_name in names:
+                dst.data["widgets_values"][names.index(input_name)] = src.data["widgets_values"][0]
         if src.type == "Reroute":
             outputs[slot]["type"] = link_type
         inputs[target]["link"] = link_id
