@@ -1,9 +1,16 @@
-"""Node registry. Each module declares its own NODE_CLASS_MAPPINGS; one that fails to import
-(a missing optional dependency) hides its own nodes only, and the log says what to install."""
+"""Node registry. Each module declares its own NODE_CLASS_MAPPINGS; one that cannot be used hides its own
+nodes only, and the log says what is missing and how to install it.
+
+A node module imports its heavy libraries inside functions (so importing the pack stays fast) and
+declares the packages its nodes need as ``REQUIRES = {"import_name": "pip requirement"}``, e.g.
+``{"segment_anything": "segment-anything>=1.0"}``. They are looked up without being imported
+(``importlib.util.find_spec``); a module whose packages are missing, or whose import fails, is skipped.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 
 from . import model_folders
@@ -14,6 +21,31 @@ NODE_MODULES = ()
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+UNAVAILABLE: dict[str, str] = {}  # node module -> why its nodes are hidden
+
+
+def missing_requirements(requires: dict[str, str]) -> list[str]:
+    """The pip requirements, among ``{import name: requirement}``, whose package cannot be found."""
+    missing = []
+    for import_name, requirement in requires.items():
+        try:
+            found = importlib.util.find_spec(import_name) is not None
+        except (ImportError, ValueError):  # a broken install, or a finder that refuses the name
+            found = False
+        if not found:
+            missing.append(requirement)
+    return missing
+
+
+def _hide(name: str, reason: str, requirements: list[str] | None = None) -> None:
+    install = " ".join(f'"{r}"' for r in requirements) if requirements else "-r requirements.txt"
+    UNAVAILABLE[name] = reason
+    log.warning(
+        "[RealignDiff] the %s nodes are unavailable: %s. Install into ComfyUI's Python (from the pack's "
+        "folder; portable Windows: python_embeded\\python.exe -m pip ...): python -m pip install %s",
+        name, reason, install,
+    )
+
 
 model_folders.register()
 
@@ -21,12 +53,11 @@ for _name in NODE_MODULES:
     try:
         _module = importlib.import_module(f".{_name}", __name__)
     except ImportError as error:
-        log.warning(
-            "[RealignDiff] the %s nodes are unavailable: %s. Install the pack's requirements into "
-            "ComfyUI's Python: python -m pip install -r requirements.txt",
-            _name,
-            error,
-        )
+        _hide(_name, f"import failed ({error})")
+        continue
+    _missing = missing_requirements(getattr(_module, "REQUIRES", {}))
+    if _missing:
+        _hide(_name, "missing " + ", ".join(_missing), _missing)
         continue
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -38,7 +38,25 @@ def _guard_torchvision() -> None:
     module.ensure_torchvision_importable()
 
 
+class _HidePackages:
+    """A meta-path finder that makes packages look uninstalled (the optional-dependency tests)."""
+
+    def __init__(self, names):
+        self.names = set(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden by the test)", name=fullname)
+        return None
+
+
+HIDE_ENV = "REALIGN_TEST_HIDE_PACKAGES"  # comma-separated top-level import names
+
+
 def launch(comfy_path: str, args: list[str]) -> None:
+    hidden = [n for n in os.environ.get(HIDE_ENV, "").split(",") if n]
+    if hidden:
+        sys.meta_path.insert(0, _HidePackages(hidden))
     _guard_torchvision()
     comfy_path = os.path.abspath(comfy_path)
     os.chdir(comfy_path)
