@@ -1,0 +1,115 @@
+"""Run the shipped workflows (``workflows/*.json``) in a real ComfyUI on random-weight models.
+
+``prepare_inputs`` writes, for every loader node of a converted prompt, a random-weight model in the real
+file format under the name the workflow asks for (into the temp ComfyUI's models folder), and the images a
+``LoadImage`` asks for into its input folder. A loader type with no writer here fails loudly: a new
+workflow cannot be skipped silently. ``fast_settings`` shrinks sizes and step counts so a whole workflow
+runs in seconds on CPU; the graph, the nodes and every connection stay as shipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .pack import PACK_ROOT
+
+SHIPPED_DIR = PACK_ROOT / "workflows"
+FAST_SIZE = 64  # pixels: the random checkpoint's UNet is tiny, the VAE and CLIP are full size
+FAST_STEPS = 2
+
+
+def shipped_workflows() -> list[Path]:
+    return sorted(SHIPPED_DIR.glob("*.json"))
+
+
+def _link_or_write(target: Path, write: Callable[[Path], object], cache: Path) -> None:
+    """Write the model once into ``cache``, then link it under every name a workflow uses."""
+    if target.exists():
+        return
+    if not cache.exists():
+        write(cache)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(cache, target_is_directory=cache.is_dir())
+
+
+def _checkpoint(inputs: dict, comfyui) -> None:
+    from .sd15_checkpoint import write_sd15_checkpoint
+
+    folder = comfyui.models_dir / "checkpoints"
+    _link_or_write(folder / inputs["ckpt_name"], lambda p: write_sd15_checkpoint(p, small_unet=True),
+                   folder / "realign_sd15_random.safetensors")
+
+
+def _image(inputs: dict, comfyui) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path = comfyui.base_dir / "input" / inputs["image"]
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (FAST_SIZE, FAST_SIZE, 3), dtype=np.uint8)
+    pixels[8:40, 8:40] = (200, 30, 30)  # a red square: something for a detector to find
+    alpha = np.full((FAST_SIZE, FAST_SIZE), 255, dtype=np.uint8)
+    alpha[8:40, 8:40] = 0  # painted region: LoadImage's MASK is 1 - alpha
+    Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(path)
+
+
+# node type -> writer(inputs of the API prompt node, comfyui). Writers of the pack's own loaders are
+# registered by their testkits (register_writer), next to the code that writes those models.
+MODEL_WRITERS: dict[str, Callable[[dict, object], None]] = {
+    "CheckpointLoaderSimple": _checkpoint,
+    "LoadImage": _image,
+}
+LOADER_HINTS = ("Loader", "LoadImage", "Load")
+
+
+def register_writer(node_type: str, writer: Callable[[dict, object], None]) -> None:
+    MODEL_WRITERS[node_type] = writer
+
+
+def prepare_inputs(prompt: dict, comfyui) -> None:
+    """Write everything the prompt's loaders will read; raise for a loader nobody knows how to feed."""
+    _load_pack_writers()
+    unknown = set()
+    for entry in prompt.values():
+        writer = MODEL_WRITERS.get(entry["class_type"])
+        if writer is not None:
+            writer(entry["inputs"], comfyui)
+        elif any(hint in entry["class_type"] for hint in LOADER_HINTS):
+            unknown.add(entry["class_type"])
+    if unknown:
+        raise KeyError(f"no random-model writer for loader node(s) {sorted(unknown)}: add one with "
+                       "realign_testkit.shipped.register_writer")
+
+
+def _load_pack_writers() -> None:
+    """Import the testkit modules that register writers for the pack's loaders (present once they land)."""
+    import importlib
+
+    for name in ("blip2", "ram", "grounded_sam", "grounding_dino", "sam"):
+        if (Path(__file__).parent / f"{name}.py").exists():
+            module = importlib.import_module(f"realign_testkit.{name}")
+            hook = getattr(module, "register_shipped_writers", None)
+            if hook is not None:
+                hook(register_writer)
+
+
+def fast_settings(prompt: dict) -> dict:
+    """Small latents and two sampling steps; everything else (masks included: the patch resizes them) as shipped."""
+    for entry in prompt.values():
+        inputs = entry["inputs"]
+        if entry["class_type"] in ("KSampler", "KSamplerAdvanced") and isinstance(inputs.get("steps"), int):
+            inputs["steps"] = FAST_STEPS
+            if "end_at_step" in inputs and isinstance(inputs["end_at_step"], int):
+                inputs["end_at_step"] = min(inputs["end_at_step"], FAST_STEPS)
+        if entry["class_type"] == "EmptyLatentImage":
+            inputs["width"] = inputs["height"] = FAST_SIZE
+    return prompt
+
+
+def environment_note() -> str:
+    return f"CPU, {os.cpu_count()} cores; random-weight models; {FAST_SIZE} px; {FAST_STEPS} steps"
