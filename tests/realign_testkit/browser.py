@@ -126,6 +126,33 @@ class WebUI:
         return LoadResult(dialogs=raw["dialogs"], nodes=raw["nodes"], prompt=raw["prompt"],
                           widgets_values=raw["widgets_values"], console_errors=errors, error=raw["error"])
 
+    def open_templates(self, section: str | None = None) -> str:
+        """Open the web UI's template browser (the sidebar's Templates button), optionally click a section
+        of its list by name; returns the dialog's text."""
+        self.driver.execute_script(
+            "[...document.querySelectorAll('button, .side-bar-button')].find(b => b.innerText.trim() == 'Templates').click()")
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.driver.execute_script(
+                "const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''")
+            if text and (section is None or section in text):
+                break
+            time.sleep(0.3)
+        if section:
+            self.driver.execute_script(
+                "const s = arguments[0]; const d = document.querySelector('.p-dialog');"
+                "const item = [...d.querySelectorAll('*')].filter(e => e.children.length === 0 && e.innerText && "
+                "e.innerText.trim() === s).pop(); if (item) { item.scrollIntoView(); item.click(); }", section)
+            time.sleep(1.5)
+            text = self.driver.execute_script("const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''")
+        return text
+
+    def close_dialogs(self) -> None:
+        self.driver.execute_script(
+            "document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach(b => b.click())")
+        time.sleep(0.5)
+
     def fit_view(self) -> None:
         self.driver.execute_script(
             "const c = window.app.canvas; if (c.ds && c.ds.fitToBounds) {"

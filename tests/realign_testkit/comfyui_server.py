@@ -91,8 +91,7 @@ class ComfyUIServer:
         # first-run tours and the template browser would cover the canvas
         defaults = {"Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": "99.0.0",
                     "Comfy.Release.Version": "99.0.0", "Comfy.Release.Status": "skipped",
-                    "Comfy.Release.Timestamp": 4102444800000, "Comfy.Workflow.ShowMissingNodesWarning": True,
-                    "Comfy.Workflow.ShowMissingModelsWarning": False}
+                    "Comfy.Release.Timestamp": 4102444800000, "Comfy.Workflow.ShowMissingNodesWarning": True}
         (self.base_dir / "user" / "default" / "comfy.settings.json").write_text(
             json.dumps({**defaults, **(settings or {})}), encoding="utf-8")
 

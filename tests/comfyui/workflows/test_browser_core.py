@@ -31,4 +31,4 @@ def test_browser_check_sees_the_missing_node_dialog(comfyui, web_ui):
     workflow["nodes"][1]["type"] = "RealignDiffNoSuchNode"
     result = web_ui.load_workflow(workflow)
     assert any("RealignDiffNoSuchNode" in text for text in result.dialogs), result.dialogs
-    web_ui.driver.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
+    web_ui.close_dialogs()

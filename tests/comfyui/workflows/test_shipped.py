@@ -8,6 +8,7 @@ import time
 import pytest
 
 from realign_testkit.browser import prompt_without_meta
+from realign_testkit.comfyui_server import PACK_FOLDER_NAME
 from realign_testkit.shipped import environment_note, fast_settings, prepare_inputs, shipped_workflows
 from realign_testkit.workflows import load_workflow, output_node_ids, workflow_to_prompt
 
@@ -76,3 +77,16 @@ def test_shipped_workflow_uses_only_core_and_pack_nodes(comfyui, pack, path):
             continue
         origin = getattr(comfyui.nodes.NODE_CLASS_MAPPINGS[node["type"]], "RELATIVE_PYTHON_MODULE", "nodes")
         assert not origin.startswith("custom_nodes"), f"{node['type']} comes from {origin}"
+
+
+def test_template_browser_offers_the_shipped_workflows(web_ui):
+    text = web_ui.open_templates(PACK_FOLDER_NAME)
+    try:
+        assert PACK_FOLDER_NAME in text
+        for name in IDS:
+            assert name in text, f"{name} not in the template browser:\n{text[:2000]}"
+        shots = os.environ.get("REALIGN_SCREENSHOT_DIR")
+        if shots:
+            web_ui.screenshot(os.path.join(shots, "template_browser.png"))
+    finally:
+        web_ui.close_dialogs()
