@@ -1,6 +1,9 @@
 """Writes the shipped workflows (``workflows/*.json``) from the node definitions of a real ComfyUI.
 
-    COMFYUI_PATH=/path/to/ComfyUI python tests/realign_testkit/author_workflows.py
+    COMFYUI_PATH=/path/to/ComfyUI python tests/realign_testkit/author_workflows.py [NAME ...] [--thumbnails]
+
+``--thumbnails`` also loads each workflow in ComfyUI's web UI (headless Chromium) and saves a picture of the
+graph as ``workflows/NAME.jpg``: the template browser shows it as the workflow's card.
 
 The files are ordinary UI-format workflows: edit them in the web UI and save over them if you prefer;
 the tests (tests/comfyui/workflows/test_shipped.py) check whatever is in ``workflows/``, not this script.
@@ -243,15 +246,47 @@ def write_all(nodes, folder: Path, only: list[str] | None = None) -> list[Path]:
     return written
 
 
+def thumbnails(paths: list[Path], comfy_path: Path, width: int = 640, height: int = 360) -> None:
+    """A JPEG of each workflow's graph as the web UI draws it, for the template browser's cards."""
+    import tempfile
+
+    from PIL import Image
+
+    from realign_testkit.browser import WebUI
+    from realign_testkit.comfyui_server import ComfyUIServer
+
+    base = Path(tempfile.mkdtemp(prefix="realign-thumbs-"))
+    with ComfyUIServer(comfy_path, base, settings={"Comfy.Minimap.Visible": False}) as server, WebUI(server.url) as ui:
+        for path in paths:
+            result = ui.load_workflow(json.loads(path.read_text(encoding="utf-8")))
+            if result.dialogs or result.error:
+                raise RuntimeError(f"{path.name} did not load cleanly: {result.dialogs} {result.error}")
+            ui.fit_view()
+            shot = base / f"{path.stem}.png"
+            ui.screenshot(shot)
+            image = Image.open(shot).convert("RGB")
+            left = 70  # the sidebar
+            image = image.crop((left, 80, image.width, image.height - 10))
+            scale = max(width / image.width, height / image.height)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+            x, y = (image.width - width) // 2, (image.height - height) // 2
+            image.crop((x, y, x + width, y + height)).save(path.with_suffix(".jpg"), quality=82, optimize=True)
+            print("wrote", path.with_suffix(".jpg"))
+
+
 def main(argv: list[str]) -> None:
     import tempfile
 
-    from realign_testkit.comfyui import start_comfyui
+    from realign_testkit.comfyui import find_comfyui, start_comfyui
     from realign_testkit.pack import PACK_ROOT
 
+    names = [a for a in argv if not a.startswith("--")]
     comfyui = start_comfyui(Path(tempfile.mkdtemp(prefix="realign-author-")))
-    for path in write_all(comfyui.nodes.NODE_CLASS_MAPPINGS, PACK_ROOT / "workflows", argv or None):
+    written = write_all(comfyui.nodes.NODE_CLASS_MAPPINGS, PACK_ROOT / "workflows", names or None)
+    for path in written:
         print("wrote", path)
+    if "--thumbnails" in argv:
+        thumbnails(written, find_comfyui()[0])
 
 
 if __name__ == "__main__":
