@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                  "--window-size=1800,1000")
+                  "--window-size=2400,1350")
 
 
 def _find(env: str, *names: str) -> str | None:
@@ -153,9 +153,17 @@ class WebUI:
             "document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach(b => b.click())")
         time.sleep(0.5)
 
+    def measure(self, workflow: dict) -> dict[int, list[float]]:
+        """Load a workflow and return each node's smallest size as the web UI computes it (node id -> [w, h])."""
+        self.load_workflow(workflow)
+        return {int(k): v for k, v in self.driver.execute_script(
+            "const out = {}; for (const n of window.app.graph.nodes) { const s = n.computeSize();"
+            " out[String(n.id)] = [s[0], s[1]]; } return out;").items()}
+
     def fit_view(self) -> None:
         self.driver.execute_script(
-            "const c = window.app.canvas; if (c.ds && c.ds.fitToBounds) {"
+            "const c = window.app.canvas; c.min_font_size_for_lod = 0;"  # draw text at any zoom
+            " if (c.ds && c.ds.fitToBounds) {"
             " const b = window.app.graph.nodes.reduce((a, n) => [Math.min(a[0], n.pos[0]), Math.min(a[1], n.pos[1] - 40),"
             " Math.max(a[2], n.pos[0] + n.size[0]), Math.max(a[3], n.pos[1] + n.size[1])], [1e9, 1e9, -1e9, -1e9]);"
             " c.ds.fitToBounds([b[0], b[1], b[2] - b[0], b[3] - b[1]], {zoom: 0.95}); }"
@@ -166,5 +174,19 @@ class WebUI:
         self.driver.save_screenshot(str(path))
 
 
-def prompt_without_meta(prompt: dict) -> dict:
-    return {node_id: {k: v for k, v in entry.items() if k != "_meta"} for node_id, entry in prompt.items()}
+def prompt_as_executed(prompt: dict, node_classes) -> dict:
+    """The part of a prompt the server reads: class types, and the inputs each node declares.
+
+    The web UI also sends values of display-only widgets that its own extensions add (e.g. PreviewAny's
+    ``preview`` text box), which the server ignores."""
+    from .workflows import node_info
+
+    result = {}
+    for node_id, entry in prompt.items():
+        info = node_info(node_classes[entry["class_type"]]) if entry["class_type"] in node_classes else {}
+        declared = set()
+        for section in ("required", "optional", "hidden"):
+            declared |= set((info.get("input") or {}).get(section) or {})
+        inputs = {k: v for k, v in entry["inputs"].items() if k in declared} if declared else dict(entry["inputs"])
+        result[node_id] = {"class_type": entry["class_type"], "inputs": inputs}
+    return result

@@ -39,6 +39,7 @@ class GraphBuilder:
         self.links: list[list] = []
         self.groups: list[dict] = []
         self._infos: dict[str, dict] = {}
+        self.explicit_sizes: set[int] = set()  # nodes whose size was given, kept if larger than measured
 
     def info(self, node_type: str) -> dict:
         if node_type not in self._infos:
@@ -99,6 +100,8 @@ class GraphBuilder:
             data["title"] = title
         if color:
             data["color"], data["bgcolor"] = color, _darker(color)
+        if size:
+            self.explicit_sizes.add(data["id"])
         self.nodes.append(data)
         return NodeRef(data["id"], node_type, data)
 
@@ -111,6 +114,7 @@ class GraphBuilder:
         }
         if title:
             data["title"] = title
+        self.explicit_sizes.add(data["id"])
         self.nodes.append(data)
         return NodeRef(data["id"], node_type, data)
 
@@ -175,6 +179,35 @@ class GraphBuilder:
             "id": len(self.groups) + 1, "title": title, "bounding": [float(v) for v in bounding], "color": color,
             "font_size": 24, "flags": {},
         })
+
+    def apply_sizes(self, measured: dict[int, list[float]], min_width: float = 300.0) -> None:
+        """Sizes as the web UI computes them (``WebUI.measure``), at least ``min_width`` wide so titles and
+        combo values are not cut; a given size wins where it is larger."""
+        for node in self.nodes:
+            if node["id"] not in measured:
+                continue
+            size = [max(float(measured[node["id"]][0]), min_width), float(measured[node["id"]][1])]
+            if node["id"] in self.explicit_sizes:
+                size = [max(a, b) for a, b in zip(size, node["size"])]
+            node["size"] = [round(v) for v in size]
+
+    def layout(self, columns: list[list[NodeRef]], origin=(0.0, 0.0), gap=(60.0, 40.0),
+               offsets: dict[int, float] | None = None) -> None:
+        """Place nodes in columns, each stacked top-down in list order; ``offsets`` shifts a column down."""
+        x = origin[0]
+        for index, column in enumerate(columns):
+            y = origin[1] + (offsets or {}).get(index, 0.0)
+            for ref in column:
+                ref.data["pos"] = [round(x), round(y + TITLE_HEIGHT)]
+                y += ref.data["size"][1] + TITLE_HEIGHT + gap[1]
+            x += max(ref.data["size"][0] for ref in column) + gap[0]
+
+    def group_around(self, title: str, members: list[NodeRef], color: str = "#3f789e", pad: float = 20.0) -> None:
+        left = min(m.data["pos"][0] for m in members) - pad
+        top = min(m.data["pos"][1] - TITLE_HEIGHT for m in members) - pad - 40
+        right = max(m.data["pos"][0] + m.data["size"][0] for m in members) + pad
+        bottom = max(m.data["pos"][1] + m.data["size"][1] for m in members) + pad
+        self.group(title, (left, top, right - left, bottom - top), color)
 
     def to_json(self) -> dict:
         return {

@@ -4,7 +4,7 @@ gives exactly what our converter gives (so the converter follows the frontend's 
 import pytest
 
 from realign_testkit import core_workflows
-from realign_testkit.browser import prompt_without_meta
+from realign_testkit.browser import prompt_as_executed
 from realign_testkit.workflows import workflow_to_prompt
 
 pytestmark = pytest.mark.comfyui
@@ -20,7 +20,7 @@ def test_web_ui_loads_core_workflow_and_agrees_with_the_converter(comfyui, web_u
     assert result.console_errors == []
     assert sorted((n["id"], n["type"]) for n in result.nodes) == sorted((n["id"], n["type"]) for n in workflow["nodes"])
     assert all(n["registered"] and not n["has_errors"] for n in result.nodes)
-    assert prompt_without_meta(result.prompt) == prompt_without_meta(workflow_to_prompt(workflow, nodes))
+    assert prompt_as_executed(result.prompt, nodes) == prompt_as_executed(workflow_to_prompt(workflow, nodes), nodes)
     for node in workflow["nodes"]:  # loading did not shift any widget value
         if node["type"] not in ("Reroute",):
             assert result.widgets_values[str(node["id"])] == node.get("widgets_values", [])

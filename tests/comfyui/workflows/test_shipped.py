@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from realign_testkit.browser import prompt_without_meta
+from realign_testkit.browser import prompt_as_executed
 from realign_testkit.comfyui_server import PACK_FOLDER_NAME
 from realign_testkit.shipped import environment_note, fast_settings, prepare_inputs, shipped_workflows
 from realign_testkit.workflows import load_workflow, output_node_ids, workflow_to_prompt
@@ -60,7 +60,7 @@ def test_web_ui_loads_shipped_workflow(comfyui, web_ui, path, tmp_path):
     missing = [n for n in result.nodes if not n["registered"] or n["has_errors"]]
     assert missing == []
     nodes = comfyui.nodes.NODE_CLASS_MAPPINGS
-    assert prompt_without_meta(result.prompt) == prompt_without_meta(workflow_to_prompt(workflow, nodes))
+    assert prompt_as_executed(result.prompt, nodes) == prompt_as_executed(workflow_to_prompt(workflow, nodes), nodes)
     for node in workflow["nodes"]:
         if node["type"] != "Reroute":
             assert result.widgets_values[str(node["id"])] == node.get("widgets_values", []), node["type"]
