@@ -311,6 +311,44 @@ def output_node_ids(prompt: dict, node_classes: Mapping[str, type]) -> list[str]
             if node_info(node_classes[entry["class_type"]]).get("output_node")]
 
 
+def structure_errors(workflow: dict) -> list[str]:
+    """What is inconsistent in a UI-format workflow's own bookkeeping (no node definitions needed):
+    duplicate ids, links to missing nodes or slots, inputs and outputs that disagree with the link list."""
+    errors = []
+    nodes = workflow.get("nodes") or []
+    by_id = {}
+    for node in nodes:
+        if node.get("id") in by_id:
+            errors.append(f"duplicate node id {node.get('id')}")
+        by_id[node.get("id")] = node
+    links = _links(workflow)
+    if len(links) != len(workflow.get("links") or []):
+        errors.append("duplicate link ids")
+    if by_id and workflow.get("last_node_id", 0) < max(by_id):
+        errors.append("last_node_id is below the largest node id")
+    if links and workflow.get("last_link_id", 0) < max(links):
+        errors.append("last_link_id is below the largest link id")
+    for link_id, link in links.items():
+        origin, target = by_id.get(link["origin_id"]), by_id.get(link["target_id"])
+        if origin is None or target is None:
+            errors.append(f"link {link_id} joins a missing node")
+            continue
+        outputs, inputs = origin.get("outputs") or [], target.get("inputs") or []
+        if not 0 <= link["origin_slot"] < len(outputs) or link_id not in (outputs[link["origin_slot"]].get("links") or []):
+            errors.append(f"link {link_id} is not listed on output {link['origin_slot']} of node {origin['id']}")
+        if not any(slot.get("link") == link_id for slot in inputs):
+            errors.append(f"link {link_id} is not the link of any input of node {target['id']}")
+    for node in nodes:
+        for slot in node.get("inputs") or []:
+            if slot.get("link") is not None and slot["link"] not in links:
+                errors.append(f"node {node['id']} input {slot.get('name')!r} uses missing link {slot['link']}")
+        for index, slot in enumerate(node.get("outputs") or []):
+            for link_id in slot.get("links") or []:
+                if link_id not in links or links[link_id]["origin_id"] != node["id"]:
+                    errors.append(f"node {node['id']} output {index} lists link {link_id} that does not leave it")
+    return errors
+
+
 def load_workflow(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
