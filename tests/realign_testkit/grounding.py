@@ -88,3 +88,33 @@ def write_tiny_grounding_dino(folder: str | Path, seed: int = 0, name: str = "gr
     path = folder / name
     torch.save({"model": tiny_grounding_dino_state_dict(bert_dir, seed)}, path)
     return path, bert_dir
+
+
+def install_in_comfyui(comfyui, seed: int = 0) -> dict[str, str]:
+    """Tiny GroundingDINO + BERT + SAM files in a test ComfyUI's models folders, ready for the loader nodes.
+
+    Writes ``models/grounding-dino/groundingdino_tiny.pth``, ``models/bert-base-uncased/tiny-bert/`` and
+    ``models/sams/sam_tiny.pth``, and registers :data:`TINY_GROUNDING_DINO` (as ``"tiny"``) in the copy
+    of the pack ComfyUI loaded, so the loader's ``config="auto"`` recognizes it. Returns the names the
+    loader nodes take: ``{"grounding_dino": ..., "bert": ..., "sam": ..., "config": "tiny"}``.
+    """
+    import sys
+
+    from .sam import write_tiny_sam
+
+    models = Path(comfyui.models_dir)
+    checkpoint = models / "grounding-dino" / "groundingdino_tiny.pth"
+    bert_dir = models / "bert-base-uncased" / "tiny-bert"
+    if not checkpoint.exists():
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        write_bert_folder(bert_dir, seed=seed)
+        torch.save({"model": tiny_grounding_dino_state_dict(bert_dir, seed)}, checkpoint)
+    sam_path = models / "sams" / "sam_tiny.pth"
+    if not sam_path.exists():
+        write_tiny_sam(sam_path.parent, seed=seed, name=sam_path.name)
+    for name, module in list(sys.modules.items()):
+        if name.endswith("realign_diff.captioner.grounding") and hasattr(module, "register_config"):
+            tiny = module.GroundingDinoConfig("tiny", TINY_GROUNDING_DINO.args, TINY_GROUNDING_DINO.swin)
+            if module.CONFIGS.get("tiny") != tiny:
+                module.register_config(tiny)
+    return {"grounding_dino": checkpoint.name, "bert": bert_dir.name, "sam": sam_path.name, "config": "tiny"}
