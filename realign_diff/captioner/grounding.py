@@ -414,7 +414,7 @@ def _chunk(tokenizer, items: list[tuple[int, str]]) -> CaptionChunk:
     spans = []
     for index, start, end in char_spans:
         tokens = [t for t, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
-        if tokens:
+        if tokens and tokens[-1] < MAX_TEXT_TOKENS - 1:  # the model reads the first 256 tokens only
             spans.append((index, tokens[0], tokens[-1] + 1))
     return CaptionChunk(caption, tuple(spans))
 
