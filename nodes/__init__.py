@@ -37,13 +37,13 @@ def missing_requirements(requires: dict[str, str]) -> list[str]:
     return missing
 
 
-def _hide(name: str, reason: str, requirements: list[str] | None = None) -> None:
+def _hide(name: str, reason: str, requirements: list[str] | None = None, nodes: list[str] | None = None) -> None:
     install = " ".join(f'"{r}"' for r in requirements) if requirements else "-r requirements.txt"
     UNAVAILABLE[name] = reason
     log.warning(
-        "[RealignDiff] the %s nodes are unavailable: %s. Install into ComfyUI's Python (from the pack's "
-        "folder; portable Windows: python_embeded\\python.exe -m pip ...): python -m pip install %s",
-        name, reason, install,
+        "[RealignDiff] %s nodes unavailable%s: %s. Install into ComfyUI's Python: python -m pip install %s "
+        "(portable Windows: python_embeded\\python.exe -m pip install %s)",
+        name, f" ({', '.join(nodes)})" if nodes else "", reason, install, install,
     )
 
 
@@ -57,7 +57,7 @@ for _name in NODE_MODULES:
         continue
     _missing = missing_requirements(getattr(_module, "REQUIRES", {}))
     if _missing:
-        _hide(_name, "missing " + ", ".join(_missing), _missing)
+        _hide(_name, "missing " + ", ".join(_missing), _missing, list(_module.NODE_DISPLAY_NAME_MAPPINGS.values()))
         continue
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

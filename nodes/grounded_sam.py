@@ -21,6 +21,9 @@ from .common import CATEGORY, node_id
 GROUNDING_DINO = "REALIGN_GROUNDING_DINO"  # ModelPatcher around realign_diff.captioner.grounding.GroundingDinoDetector
 SAM = "REALIGN_SAM"  # ModelPatcher around realign_diff.captioner.sam.SamSegmenter
 BERT_FOLDER = "bert-base-uncased"  # the folder itself (where other packs put it) or one sub-folder of it
+# Imported only when a model loads; without them these nodes are hidden and the log says what to install.
+REQUIRES = {"groundingdino": "groundingdino-py>=0.4.0", "segment_anything": "segment-anything>=1.0",
+            "transformers": "transformers>=4.51"}
 
 
 def loaded(patcher):
