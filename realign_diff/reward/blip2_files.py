@@ -84,9 +84,6 @@ def check_blip2_dir(folder: str | Path, kind: str) -> Path:
         raise Blip2FolderError(f"{path} is a BLIP-2 captioner (Blip2ForConditionalGeneration), which has no text "
                                f"embedding tower: use it as the captioner. The text encoder must be an image-text "
                                f"retrieval folder such as blip2-itm-vit-g: {source}")
-    if kind == "text_encoder" and not config.get("qformer_config", {}).get("use_qformer_text_input", False):
-        raise Blip2FolderError(f"{path} is a BLIP-2 model without a Q-Former text tower (qformer_config."
-                               f"use_qformer_text_input is not true). Expected a {what}. {get}")
     missing = []
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         missing.append("weights (" + " / ".join(WEIGHT_FILES) + ")")

@@ -77,9 +77,18 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_weights(model_class, folder: Path, dtype: torch.dtype, what: str):
+def _load_weights(model_class, folder: Path, dtype: torch.dtype, what: str, text_tower: bool = False):
     try:
-        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        kwargs = {}
+        if text_tower:
+            # the Q-Former's text feed-forward layers exist only with this flag; set it whatever the folder's
+            # config says, and let the missing-weights check below catch a checkpoint that has no text tower
+            from transformers import Blip2Config
+
+            config = Blip2Config.from_pretrained(str(folder))
+            config.qformer_config.use_qformer_text_input = True
+            kwargs["config"] = config
+        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise Blip2FolderError(f"Could not load the {what} from {folder}: {error}") from error
     missing = sorted(info.get("missing_keys") or [])
@@ -150,7 +159,8 @@ class CaptionReward(torch.nn.Module):
 
         with _quiet_transformers():
             captioner = _load_weights(Blip2ForConditionalGeneration, captioner_dir, dtype, "BLIP-2 captioner")
-            text_encoder = _load_weights(Blip2TextModelWithProjection, text_encoder_dir, dtype, "BLIP-2 text encoder")
+            text_encoder = _load_weights(Blip2TextModelWithProjection, text_encoder_dir, dtype,
+                                         "BLIP-2 text encoder (Q-Former text tower)", text_tower=True)
             try:
                 processor = Blip2Processor.from_pretrained(str(captioner_dir))
                 text_tokenizer = AutoTokenizer.from_pretrained(str(text_encoder_dir))

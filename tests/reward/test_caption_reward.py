@@ -43,8 +43,8 @@ def test_reward_is_the_cosine_of_independently_computed_text_embeddings(reward_o
     assert result.rewards.dtype == torch.float32 and result.rewards.shape == (5,)
     assert len(result.captions) == 5 and all(isinstance(c, str) and c for c in result.captions)
 
-    caption_embeds = itc_text_embeddings(blip2_dirs[1], result.captions)
-    prompt_embeds = itc_text_embeddings(blip2_dirs[1], prompts)
+    embeds = itc_text_embeddings(blip2_dirs[1], result.captions + prompts)
+    caption_embeds, prompt_embeds = embeds[:5], embeds[5:]
     expected = torch.nn.functional.cosine_similarity(caption_embeds, prompt_embeds, dim=-1)
     torch.testing.assert_close(result.rewards, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reward_opt.embed_texts(prompts), prompt_embeds, atol=1e-5, rtol=1e-5)

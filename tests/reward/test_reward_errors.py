@@ -70,6 +70,31 @@ def test_weights_of_another_model_are_reported_as_missing(tmp_path, blip2_dirs):
         CaptionReward.from_pretrained(copy, blip2_dirs[1])
 
 
+def test_retrieval_folder_without_a_text_tower_is_reported(tmp_path, blip2_dirs):
+    """A BLIP-2 folder whose Q-Former has no text layers (flag off, weights absent) cannot embed text."""
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "itm"
+    shutil.copytree(blip2_dirs[1], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["qformer_config"]["use_qformer_text_input"] = False
+    (copy / "config.json").write_text(json.dumps(config))
+    weights = load_file(copy / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if ".intermediate." not in k and ".output." not in k}, copy / "model.safetensors")
+    with pytest.raises(Blip2FolderError, match=r"does not hold a complete BLIP-2 text encoder .*weights missing for qformer"):
+        CaptionReward.from_pretrained(blip2_dirs[0], copy)
+
+
+def test_retrieval_folder_whose_config_omits_the_text_flag_still_loads(tmp_path, blip2_dirs, reward_opt):
+    copy = tmp_path / "itm"
+    shutil.copytree(blip2_dirs[1], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["qformer_config"].pop("use_qformer_text_input", None)
+    (copy / "config.json").write_text(json.dumps(config))
+    reward = CaptionReward.from_pretrained(blip2_dirs[0], copy)
+    torch.testing.assert_close(reward.embed_texts(["a red book"]), reward_opt.embed_texts(["a red book"]))
+
+
 def test_prompt_count_must_match_the_batch(reward_opt):
     images = torch.rand(3, 32, 32, 3)
     with pytest.raises(PromptError, match="2 prompts for 3 images: give one prompt for all images, or exactly one"):
