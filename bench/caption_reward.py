@@ -3,7 +3,7 @@
     python bench/caption_reward.py [--preset small|tiny] [--rounds 3] [--images 16]
 
 Random-weight BLIP-2 folders of the testkit's ``small`` preset (hidden 256, 4 layers, 224 px images, 32 query
-tokens, OPT-style captioner; about 14 M parameters in all) are written to a temp folder and loaded through the
+tokens, OPT-style captioner; 12.6 M parameters loaded) are written to a temp folder and loaded through the
 real loader; they run on the CPU in seconds. The compared variants run interleaved, ``--rounds`` times, and the
 medians are compared. With ComfyUI found (``COMFYUI_PATH``), the node comparison runs the real
 LoadImage -> BLIP-2 Caption Reward Loader -> Caption Reward Scorer graph in-process; otherwise it runs what the

@@ -8,13 +8,15 @@
   like ``Salesforce/blip2-itm-vit-g``, from which the loader takes the text tower
   (``Blip2TextModelWithProjection``).
 
-Tokenizers are built here, with no hub and no extra package: the captioner gets a byte-level BPE
-(GPT-2/OPT style: encodes any text, decodes exactly) trained in-process by the ``tokenizers`` library on a
-few sentences; the retrieval model gets a small lowercase WordPiece vocabulary (BERT style, every ASCII
-letter and digit alone and as a ``##`` continuation, so any English word tokenizes). Weights are random.
+Tokenizers are built here, with no hub and no extra package (only the ``tokenizers`` library transformers
+already needs): the captioner gets a word-level vocabulary of the words in ``CORPUS`` (so random captions read
+as words; unknown words become ``<unk>``), framed like OPT's (``</s>`` BOS) or T5's (``</s>`` EOS); the retrieval
+model gets a small lowercase WordPiece vocabulary (BERT style, every ASCII letter and digit alone and as a ``##``
+continuation, so any English word tokenizes). Weights are random, drawn by ``spread_init`` so outputs depend on
+the input (the library's std-0.02 init makes tiny models nearly constant).
 
 Presets: ``"tiny"`` (hidden 32, 2 layers, 64 px images: tests) and ``"small"`` (hidden 256, 4 layers,
-224 px images, 32 query tokens: benchmarks on CPU; ~25 M parameters in all). Same seed, same files.
+224 px images, 32 query tokens: benchmarks on CPU; ~13 M parameters loaded). Same seed, same files.
 """
 
 from __future__ import annotations
