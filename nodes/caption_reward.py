@@ -29,7 +29,10 @@ def _choices(preferred: set[str]) -> list[str]:
         names = []
     if not names:
         return [NO_MODELS]
-    fits = lambda name: bool(set(read_architectures(find_model_dir(FOLDER, name) or "")) & preferred)  # noqa: E731
+    def fits(name: str) -> bool:
+        path = find_model_dir(FOLDER, name)
+        return path is not None and bool(set(read_architectures(path)) & preferred)
+
     return sorted(names, key=lambda name: (not fits(name), name))
 
 
