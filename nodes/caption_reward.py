@@ -14,6 +14,7 @@ from .common import CATEGORY, node_id
 
 CAPTION_REWARD = "REALIGN_CAPTION_REWARD"  # a ModelPatcher wrapping a realign_diff.reward.CaptionReward
 FOLDER = "blip2"
+REQUIRES = {"transformers": "transformers>=4.51"}  # imported when a model loads
 NO_MODELS = "(no BLIP-2 folders in models/blip2)"
 PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
 SOURCES = f"captioner: {CAPTIONER_SOURCES}; text encoder: https://huggingface.co/Salesforce/blip2-itm-vit-g"

@@ -183,7 +183,7 @@ def reward_scoring(nodes, measure=None) -> dict:
     g = GraphBuilder(nodes)
     lay = Layout(g)
     note = g.note(MODELS_NOTE_BLIP2 + "\nLoad the images to score (batch more with more Image Batch nodes) and "
-                  "write the prompt they should show.", (0, 0), (440, 230))
+                  "write the prompt they should show.", (0, 0), (440, 170))
     image_a = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Image A")
     image_b = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Image B")
     batch = g.add("ImageBatch", (0, 0))

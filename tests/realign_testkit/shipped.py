@@ -58,22 +58,66 @@ def _image(inputs: dict, comfyui) -> None:
     Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(path)
 
 
-# node type -> writer(inputs of the API prompt node, comfyui). Writers of the pack's own loaders are
-# registered by their testkits (register_writer), next to the code that writes those models.
+def _link(target: Path, source: Path) -> None:
+    if target.exists() or target.is_symlink():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source, target_is_directory=source.is_dir())
+
+
+def _grounding_dino(inputs: dict, comfyui) -> None:
+    from .grounding import install_in_comfyui, write_bert_folder
+
+    names = install_in_comfyui(comfyui)  # tiny GroundingDINO + BERT + SAM, and "auto" taught the tiny config
+    models = Path(comfyui.models_dir)
+    _link(models / "grounding-dino" / inputs["model_name"], models / "grounding-dino" / names["grounding_dino"])
+    bert = models / "bert-base-uncased"
+    if inputs["bert"] == "bert-base-uncased":  # the folder itself holds the model
+        if not (bert / "config.json").exists():
+            write_bert_folder(bert)  # same seed, same architecture as the tiny GroundingDINO's text encoder
+    else:
+        _link(bert / inputs["bert"], bert / names["bert"])
+
+
+def _sam(inputs: dict, comfyui) -> None:
+    from .sam import write_tiny_sam
+
+    folder = Path(comfyui.models_dir) / "sams"
+    if not (folder / inputs["model_name"]).exists():
+        write_tiny_sam(folder, name=inputs["model_name"])
+
+
+def _blip2(inputs: dict, comfyui) -> None:
+    from .blip2 import write_tiny_blip2
+
+    root = Path(comfyui.models_dir) / "blip2"
+    if not (root / inputs["captioner"]).exists() or not (root / inputs["text_encoder"]).exists():
+        write_tiny_blip2(root, captioner_name=inputs["captioner"], text_encoder_name=inputs["text_encoder"])
+
+
+def _ram(inputs: dict, comfyui) -> None:
+    from .ram import write_tiny_ram
+
+    folder = Path(comfyui.models_dir) / "ram"
+    if not (folder / inputs["ckpt_name"]).exists():
+        write_tiny_ram(folder, "ram_plus" if "plus" in inputs["ckpt_name"] else "ram", file_name=inputs["ckpt_name"])
+
+
+# node type -> writer(inputs of the API prompt node, comfyui): the random-weight model, in the real file
+# format, under the name the workflow asks for.
 MODEL_WRITERS: dict[str, Callable[[dict, object], None]] = {
     "CheckpointLoaderSimple": _checkpoint,
     "LoadImage": _image,
+    "RealignDiffGroundingDinoLoader": _grounding_dino,
+    "RealignDiffSamLoader": _sam,
+    "RealignDiffBlip2RewardLoader": _blip2,
+    "RealignDiffRamLoader": _ram,
 }
 LOADER_HINTS = ("Loader", "LoadImage", "Load")
 
 
-def register_writer(node_type: str, writer: Callable[[dict, object], None]) -> None:
-    MODEL_WRITERS[node_type] = writer
-
-
 def prepare_inputs(prompt: dict, comfyui) -> None:
     """Write everything the prompt's loaders will read; raise for a loader nobody knows how to feed."""
-    _load_pack_writers()
     unknown = set()
     for entry in prompt.values():
         writer = MODEL_WRITERS.get(entry["class_type"])
@@ -82,20 +126,8 @@ def prepare_inputs(prompt: dict, comfyui) -> None:
         elif any(hint in entry["class_type"] for hint in LOADER_HINTS):
             unknown.add(entry["class_type"])
     if unknown:
-        raise KeyError(f"no random-model writer for loader node(s) {sorted(unknown)}: add one with "
-                       "realign_testkit.shipped.register_writer")
-
-
-def _load_pack_writers() -> None:
-    """Import the testkit modules that register writers for the pack's loaders (present once they land)."""
-    import importlib
-
-    for name in ("blip2", "ram", "grounded_sam", "grounding_dino", "sam"):
-        if (Path(__file__).parent / f"{name}.py").exists():
-            module = importlib.import_module(f"realign_testkit.{name}")
-            hook = getattr(module, "register_shipped_writers", None)
-            if hook is not None:
-                hook(register_writer)
+        raise KeyError(f"no random-model writer for loader node(s) {sorted(unknown)}: add one to "
+                       "realign_testkit.shipped.MODEL_WRITERS")
 
 
 def fast_settings(prompt: dict) -> dict:
