@@ -1,0 +1,1 @@
+"""Local dense captions: tagging (RAM), scoring and local captions, grounding and masks."""
