@@ -3,7 +3,8 @@
     COMFYUI_PATH=/path/to/ComfyUI python tests/realign_testkit/author_workflows.py [NAME ...] [--thumbnails]
 
 ``--thumbnails`` also loads each workflow in ComfyUI's web UI (headless Chromium) and saves a picture of the
-graph as ``workflows/NAME.jpg``: the template browser shows it as the workflow's card.
+graph as ``workflows/NAME.jpg``: the template browser shows it as the workflow's card. ``--docs`` also
+writes a larger one as ``docs/workflow_NAME.jpg`` for the README.
 
 The files are ordinary UI-format workflows: edit them in the web UI and save over them if you prefer;
 the tests (tests/comfyui/workflows/test_shipped.py) check whatever is in ``workflows/``, not this script.
@@ -282,8 +283,9 @@ def write_all(nodes, folder: Path, only: list[str] | None = None, measure=None) 
     return written
 
 
-def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int = 360) -> None:
-    """A JPEG of each workflow's graph as the web UI draws it, for the template browser's cards."""
+def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int = 360, docs: Path | None = None) -> None:
+    """A JPEG of each workflow's graph as the web UI draws it, for the template browser's cards (and, with
+    ``docs``, a larger one per workflow for the README)."""
     from PIL import Image, ImageChops
 
     for path in paths:
@@ -301,6 +303,10 @@ def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int 
         if bbox:  # the graph itself, with a margin
             image = image.crop((max(bbox[0] - 20, 0), max(bbox[1] - 20, 0), min(bbox[2] + 20, image.width),
                                 min(bbox[3] + 20, image.height)))
+        if docs is not None:
+            large = image.resize((1600, round(image.height * 1600 / image.width)), Image.LANCZOS)
+            large.save(docs / f"workflow_{path.stem}.jpg", quality=80, optimize=True)
+            print("wrote", docs / f"workflow_{path.stem}.jpg")
         scale = min(width / image.width, height / image.height)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
         card = Image.new("RGB", (width, height), background)
@@ -326,8 +332,8 @@ def main(argv: list[str]) -> None:
         written = write_all(comfyui.nodes.NODE_CLASS_MAPPINGS, PACK_ROOT / "workflows", names or None, ui.measure)
         for path in written:
             print("wrote", path)
-        if "--thumbnails" in argv:
-            thumbnails(written, ui, base)
+        if "--thumbnails" in argv or "--docs" in argv:
+            thumbnails(written, ui, base, docs=PACK_ROOT / "docs" if "--docs" in argv else None)
 
 
 if __name__ == "__main__":
