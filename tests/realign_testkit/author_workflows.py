@@ -85,14 +85,15 @@ class Layout:
 
     def __init__(self, g: GraphBuilder):
         self.g = g
-        self.columns: list[list] = []
+        self.bands: list[tuple[float, list[list]]] = [(0.0, [])]  # rows of columns, each with its left edge
         self.groups: list[tuple[str, list, str]] = []
-        self.offsets: dict[int, float] = {}
 
-    def column(self, *refs, offset: float = 0.0) -> None:
-        if offset:
-            self.offsets[len(self.columns)] = offset
-        self.columns.append(list(refs))
+    def column(self, *refs) -> None:
+        self.bands[-1][1].append(list(refs))
+
+    def band(self, indent: float = 0.0) -> None:
+        """Start a new row of columns below the previous one."""
+        self.bands.append((indent, []))
 
     def group(self, title: str, color: str, *refs) -> None:
         self.groups.append((title, list(refs), color))
@@ -100,7 +101,9 @@ class Layout:
     def finish(self, measure) -> dict:
         if measure is not None:
             self.g.apply_sizes(measure(self.g.to_json()))
-        self.g.layout(self.columns, gap=(70.0, 50.0), offsets=self.offsets)
+        top = 0.0
+        for indent, columns in self.bands:
+            top = self.g.layout(columns, origin=(indent, top), gap=(70.0, 50.0)) + 90.0
         for title, refs, color in self.groups:
             self.g.group_around(title, refs, color)
         return self.g.to_json()
@@ -161,13 +164,16 @@ def two_pass(nodes, measure=None) -> dict:
           (scorer, "summary", summary, "source"), (coarse_decode, 0, side, "image1"), (fine_decode, 0, side, "image2"),
           (side, 0, with_masks, "image1"), (captioner, "preview", with_masks, "image2"), (with_masks, 0, save, "images"))
 
-    lay.column(note_ckpt, note_captioner, note_blip2)
+    lay.column(note_ckpt, note_captioner)
     lay.column(prompt, seed, ckpt)
     lay.column(positive, negative, latent)
     lay.column(coarse, coarse_decode)
     lay.column(ram, dino, sam)
     lay.column(captioner)
-    lay.column(patch, fine, fine_decode, report)
+    lay.band()
+    lay.column(note_blip2)
+    lay.column(patch, report)
+    lay.column(fine, fine_decode)
     lay.column(blip2, both, scorer)
     lay.column(summary, side, with_masks)
     lay.column(save)
@@ -296,7 +302,7 @@ def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int 
         shot = base / f"{path.stem}.png"
         ui.screenshot(shot)
         image = Image.open(shot).convert("RGB")
-        image = image.crop((70, 80, image.width, image.height - 80))  # without the sidebar and the bars
+        image = image.crop((70, 85, image.width, image.height - 100))  # without the sidebar, the bars, the stats
         background = image.getpixel((5, 5))
         difference = ImageChops.difference(image, Image.new("RGB", image.size, background)).convert("L")
         bbox = difference.point(lambda v: 255 if v > 12 else 0).getbbox()

@@ -161,12 +161,15 @@ class WebUI:
             " out[String(n.id)] = [s[0], s[1]]; } return out;").items()}
 
     def fit_view(self) -> None:
+        """Zoom so every node and group is in view, with text drawn at any zoom."""
         self.driver.execute_script(
-            "const c = window.app.canvas; c.min_font_size_for_lod = 0;"  # draw text at any zoom
-            " if (c.ds && c.ds.fitToBounds) {"
-            " const b = window.app.graph.nodes.reduce((a, n) => [Math.min(a[0], n.pos[0]), Math.min(a[1], n.pos[1] - 40),"
-            " Math.max(a[2], n.pos[0] + n.size[0]), Math.max(a[3], n.pos[1] + n.size[1])], [1e9, 1e9, -1e9, -1e9]);"
-            " c.ds.fitToBounds([b[0], b[1], b[2] - b[0], b[3] - b[1]], {zoom: 0.95}); }"
+            "const c = window.app.canvas, g = window.app.graph; c.min_font_size_for_lod = 0;"
+            " const boxes = g.nodes.map(n => [n.pos[0], n.pos[1] - 30, n.pos[0] + n.size[0], n.pos[1] + n.size[1]]);"
+            " for (const gr of (g._groups || g.groups || [])) { const b = gr._bounding || gr.bounding;"
+            "   boxes.push([b[0], b[1], b[0] + b[2], b[1] + b[3]]); }"
+            " const b = boxes.reduce((a, x) => [Math.min(a[0], x[0]), Math.min(a[1], x[1]), Math.max(a[2], x[2]),"
+            "   Math.max(a[3], x[3])], [1e9, 1e9, -1e9, -1e9]);"
+            " c.ds.fitToBounds([b[0] - 40, b[1] - 40, b[2] - b[0] + 80, b[3] - b[1] + 80], {zoom: 0.8});"
             " c.setDirty(true, true); c.draw(true, true);")
         time.sleep(0.5)
 

@@ -192,15 +192,18 @@ class GraphBuilder:
             node["size"] = [round(v) for v in size]
 
     def layout(self, columns: list[list[NodeRef]], origin=(0.0, 0.0), gap=(60.0, 40.0),
-               offsets: dict[int, float] | None = None) -> None:
-        """Place nodes in columns, each stacked top-down in list order; ``offsets`` shifts a column down."""
-        x = origin[0]
+               offsets: dict[int, float] | None = None) -> float:
+        """Place nodes in columns, each stacked top-down in list order; ``offsets`` shifts a column down.
+        Returns the bottom of the lowest column."""
+        x, bottom = origin[0], origin[1]
         for index, column in enumerate(columns):
             y = origin[1] + (offsets or {}).get(index, 0.0)
             for ref in column:
                 ref.data["pos"] = [round(x), round(y + TITLE_HEIGHT)]
                 y += ref.data["size"][1] + TITLE_HEIGHT + gap[1]
+            bottom = max(bottom, y)
             x += max(ref.data["size"][0] for ref in column) + gap[0]
+        return bottom
 
     def group_around(self, title: str, members: list[NodeRef], color: str = "#3f789e", pad: float = 20.0) -> None:
         left = min(m.data["pos"][0] for m in members) - pad
