@@ -47,16 +47,18 @@ Any SD-1.5 single-file checkpoint, e.g. `{CHECKPOINT}`, or the ReFL fine-tune fr
 """
 
 MODELS_NOTE_CAPTIONER = f"""## Captioner models
-- **RAM** → `models/ram/{RAM_FILE}` (Recognize Anything), plus its tag list and class thresholds beside it
-  (see the pack's README).
+- **RAM** → `models/ram/{RAM_FILE}` (Recognize Anything; or ram_plus_swin_large_14m.pth), with
+  `ram_tag_list.txt` and `ram_tag_list_threshold.txt` beside it (see the pack's README).
 - **GroundingDINO** → `models/grounding-dino/{GROUNDING_DINO_FILE}`
 - **bert-base-uncased** (GroundingDINO's text encoder) → the folder `models/bert-base-uncased/`
   (config.json, weights, vocab.txt).
 - **SAM** → `models/sams/{SAM_FILE}` (or sam_vit_l / sam_vit_h).
 
-The LLM step runs **offline** by default (scores and local captions from the prompt's own words). To use an
-OpenAI-compatible server (OpenAI, Ollama, llama.cpp, vLLM), choose the llm scorer and set the model and base
-URL; the API key comes from `OPENAI_API_KEY`, never from the workflow.
+Scores and local captions come **offline** by default (from the prompt's own words). For an LLM
+(OpenAI, Ollama, llama.cpp, vLLM...): set `scorer` to the LLM and the model / base URL here or in
+`REALIGN_DIFF_LLM_MODEL` / `OPENAI_BASE_URL` / `realign_diff_llm.json`; the key comes from
+`REALIGN_DIFF_LLM_API_KEY` or `OPENAI_API_KEY`, never from the workflow. If the LLM fails, the offline
+scorer answers and the `json` output says why.
 """
 
 MODELS_NOTE_BLIP2 = f"""## Caption reward models (BLIP-2, Hugging Face folders)
