@@ -80,6 +80,15 @@ class LocalDenseCaptioner:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, scorer="offline", **_):
+        """Re-run after an LLM failure or a change of the LLM configuration; otherwise ComfyUI's cache decides."""
+        if scorer != "openai-compatible":
+            return ""
+        from ..realign_diff.captioner.llm import configuration_token
+
+        return configuration_token()
+
     def caption(self, image, prompt, ram, grounding_dino, sam, scorer, ram_threshold, ram_top_k, box_threshold,
                 text_threshold, nms_threshold, add_prompt_objects, llm_model="", llm_base_url="", exclude_tags="",
                 ram_threshold_overrides=""):

@@ -367,6 +367,25 @@ class ScoreCache:
 
 DEFAULT_CACHE = ScoreCache()
 _FORMAT_MEMORY: dict[tuple[str, str], str] = {}  # (base_url, model) -> the response_format that server accepted
+_FALLBACKS = [0]  # how many times an LLM answer was replaced by the fallback (see ``configuration_token``)
+
+
+def configuration_token(environ=None) -> str:
+    """Changes whenever a re-run could give another answer: after an LLM failure, or when the config
+    file or the LLM environment variables change. Nodes return it from ``IS_CHANGED`` so ComfyUI does
+    not keep serving a fallback result from its cache. Holds no secret (only whether a key is set)."""
+    environ = os.environ if environ is None else environ
+    parts = [str(_FALLBACKS[0])]
+    for name in (ENV_BASE_URL, OPENAI_BASE_URL, ENV_MODEL, ENV_CONFIG):
+        parts.append(environ.get(name, ""))
+    parts.append("key" if environ.get(ENV_API_KEY) or environ.get(OPENAI_API_KEY) else "nokey")
+    for path in config_search_paths(environ):
+        try:
+            stat = path.stat()
+            parts.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
+        except OSError:
+            parts.append(f"{path}:-")
+    return "|".join(parts)
 
 
 # ---------------------------------------------------------------- the scorer
@@ -412,6 +431,8 @@ class LLMScorer:
         tags = unique_tags(tags)
         try:
             return self._score(prompt, tags)
+        except ImportError as error:
+            return self._fall_back(prompt, tags, f"the openai package is missing ({error}): python -m pip install openai", 0, 0)
         except Exception as error:  # never reaches the user as an exception
             log.exception("[RealignDiff] LLM scorer failed unexpectedly")
             return self._fall_back(prompt, tags, f"unexpected error: {type(error).__name__}: {error}", 0, 0)
@@ -481,6 +502,7 @@ class LLMScorer:
 
     def _fall_back(self, prompt, tags, reason: str, requests: int, failures: int) -> ScoringResult:
         """The fallback scorer's answer, with a status saying why the LLM's was not used."""
+        _FALLBACKS[0] += 1
         result = self.fallback.score(prompt, tags)
         tried = f" failed after {failures} attempt{'s' if failures != 1 else ''}" if failures else " was not used"
         status = (f"{self.source} at {display_url(self.settings.base_url)}{tried} ({reason}); scores and "

@@ -354,3 +354,22 @@ def test_snap_score():
     for bad in (1, 0.8, -0.5, 3, float("nan"), None, "two"):
         with pytest.raises(ValueError):
             snap_score(bad)
+
+
+def test_configuration_token_changes_after_a_fallback_and_a_config_edit(tmp_path, server):
+    config = tmp_path / "realign_diff_llm.json"
+    env = {"REALIGN_DIFF_LLM_CONFIG": str(config), "OPENAI_API_KEY": SECRET}
+    before = llm_module.configuration_token(env)
+    assert SECRET not in before
+    assert llm_module.configuration_token(env) == before
+    config.write_text('{"model": "x"}')
+    after_edit = llm_module.configuration_token(env)
+    assert after_edit != before
+    server.default = Reply(status=500, error="down")
+    scorer, _ = make_scorer(server, retries=0)
+    scorer.score(PROMPT, TAGS)
+    assert llm_module.configuration_token(env) != after_edit
+    server.default = Reply(content=answer(GOOD))
+    token = llm_module.configuration_token(env)
+    scorer.score(PROMPT, TAGS)
+    assert llm_module.configuration_token(env) == token  # a good answer changes nothing
