@@ -389,7 +389,7 @@ def configuration_token(environ=None) -> str:
 
 
 # ---------------------------------------------------------------- the scorer
-_SECRET_PATTERNS = (re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}"), re.compile(r"(?i)bearer\s+\S+"))
+_SECRET_PATTERNS = (re.compile(r"\bsk-[A-Za-z0-9_\-*.]{6,}"), re.compile(r"(?i)bearer\s+\S+"))  # OpenAI-style keys
 
 
 class _Fatal(Exception):
