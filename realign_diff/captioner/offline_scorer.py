@@ -6,7 +6,9 @@ Deterministic rules (the tables are in ``lexicon.py``):
   ("pens" / "pen"), a synonym ("couch" / "sofa"), or its kind or category ("puppy" / "dog",
   "person" / "girl"). The local caption is the prompt's own noun phrase for that object, with the
   determiner and the modifiers bound to it: "a red book and a yellow pen" gives "a red book" and
-  "a yellow pen". Several mentions are joined ("a man and a woman" for the tag "person").
+  "a yellow pen". Coordinated mentions give the whole stretch ("a man and a woman" for the tag
+  "person"); other repeated mentions, the first one. A caption is always a phrase of the prompt, so the
+  attention patch finds its tokens there.
 - **0.5** (possible): the tag is related to the scene the prompt describes (it is in the ``related`` list
   of a context one of the prompt's words evokes: a desk or a lamp for books and pens), or the prompt
   uses it only as a modifier of another noun ("coffee" in "a coffee table").
@@ -78,6 +80,11 @@ def ancestors(keys: frozenset[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def same_name(a: str, b: str) -> bool:
+    """Whether two names are the same word (singular/plural) or synonyms: "couch" / "sofas"."""
+    return bool(concept_keys(a) & concept_keys(b))
+
+
 def same_object(a: str, b: str) -> bool:
     """Whether two names denote the same object: same word/synonym, or one is a kind of the other."""
     ka, kb = concept_keys(a), concept_keys(b)
@@ -115,6 +122,7 @@ class Mention:
     text: str
     head: bool
     phrase: str  # the noun phrase it ends: "a red book"
+    start: int = 0  # the phrase's first token
 
 
 def clean_prompt(prompt: str) -> str:
@@ -201,6 +209,7 @@ class PromptAnalysis:
                         text=" ".join(t.low for t in words[first : last + 1]),
                         head=self._is_head(last),
                         phrase=self.text[words[start].start : words[last].end],
+                        start=start,
                     )
                 )
         return out
@@ -237,6 +246,20 @@ class PromptAnalysis:
         kept.sort(key=lambda f: f[2])
         return [(name, phrase) for name, phrase, _, _ in kept]
 
+    def caption_of(self, mentions: list[Mention]) -> str:
+        """The local caption of an object mentioned one or more times: the mention's noun phrase; for a
+        coordination ("a red book and a blue book", "a man, a woman") the whole stretch of the prompt, so
+        the caption is still a phrase of the prompt; otherwise the first mention's phrase."""
+        mentions = sorted(mentions, key=lambda m: m.start)
+        first = last = mentions[0]
+        for m in mentions[1:]:
+            between = self.tokens[last.last + 1 : m.start]
+            if m.start > last.last and all(t.low in ("and", "or", ",", "&") for t in between):
+                last = m
+            else:
+                break
+        return self.text[self.tokens[first.start].start : self.tokens[last.last].end]
+
 
 def _outermost(mentions: list[Mention]) -> list[Mention]:
     """Drop a mention contained in a longer one at the same end ("bear" inside "teddy bear")."""
@@ -263,10 +286,6 @@ def default_caption(tag: str) -> str:
     article = "an" if low[:1] in "aeiou" and not low.startswith(("uni", "use", "eu", "one")) else "a"
     return f"{article} {name}"
 
-
-def _join_phrases(phrases: list[str]) -> str:
-    unique = list(dict.fromkeys(p.strip() for p in phrases if p.strip()))
-    return " and ".join(unique)
 
 
 # ---------------------------------------------------------------- scorer
@@ -298,7 +317,7 @@ class OfflineScorer:
         heads, modifiers = analysis.find(tag)
         if heads:
             how = "named in the prompt" if any(concept_keys(m.text) & keys for m in heads) else "a kind named in the prompt"
-            return CERTAIN, _join_phrases([m.phrase for m in heads]), how
+            return CERTAIN, analysis.caption_of(heads), how
         if (keys | ancestors(keys)) & analysis.related_keys:
             scenes = [n for n in analysis.contexts if (keys | ancestors(keys)) & _CONTEXT_KEYS[n][1]]
             return POSSIBLE, default_caption(tag), f"may appear in the {' / '.join(scenes)} scene"

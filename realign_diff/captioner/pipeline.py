@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..guidance import GuidedObject, RealignGuidance
-from .offline_scorer import prompt_objects, same_object
+from .offline_scorer import prompt_objects, same_name
 from .scoring import ScoringResult, TagScorer, normalize_tag, unique_tags
 
 
@@ -101,7 +101,9 @@ def parse_threshold_overrides(text: str) -> dict[str, float]:
 
 def candidates_for(prompt: str, tags, settings: CaptionerSettings) -> list[Candidate]:
     """The tagger's tags (as ``(name, score)`` pairs or objects with ``.name``/``.score``), plus the
-    prompt's objects that none of them names (by word, synonym or kind)."""
+    prompt's objects that none of them names (same word or a synonym). A tag of a wider kind does not
+    count: with "a man and a woman" and the tag "person", "man" and "woman" are still looked for, each
+    with its own mask and caption."""
     excluded = {normalize_tag(t) for t in settings.exclude_tags}
     out: list[Candidate] = []
     seen: set[str] = set()
@@ -115,7 +117,7 @@ def candidates_for(prompt: str, tags, settings: CaptionerSettings) -> list[Candi
         tagged = [c.tag for c in out]
         for name, _ in prompt_objects(prompt):
             key = normalize_tag(name)
-            if key in seen or key in excluded or any(same_object(name, t) for t in tagged):
+            if key in seen or key in excluded or any(same_name(name, t) for t in tagged):
                 continue
             seen.add(key)
             out.append(Candidate(tag=name, origin="prompt"))

@@ -26,9 +26,9 @@ def test_candidates_are_tagger_tags_plus_prompt_objects_the_tagger_missed():
     got = candidates_for("a red book and a yellow pen", tags, CaptionerSettings(exclude_tags=("wall",)))
     assert [(c.tag, c.origin, c.tagger_score) for c in got] == [
         ("Book", "tagger", 0.9), ("desk", "tagger", 0.8), ("pen", "prompt", None)]
-    # a prompt object covered by a synonym or kind that the tagger found is not added again
+    # a prompt object the tagger named by a synonym is not added again; one named by its kind is
     got = candidates_for("a puppy on a couch", [("dog", 0.9), ("sofa", 0.8)], CaptionerSettings())
-    assert [c.tag for c in got] == ["dog", "sofa"]
+    assert [c.tag for c in got] == ["dog", "sofa", "puppy"]
     got = candidates_for("a red book and a yellow pen", tags, CaptionerSettings(add_prompt_objects=False))
     assert [c.tag for c in got] == ["Book", "desk", "wall"]
 

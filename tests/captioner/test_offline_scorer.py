@@ -44,7 +44,9 @@ def test_the_papers_example():
         ("a girl riding a bike", "bicycle", "a bike"),
         ("a tabby kitten", "cat", "a tabby kitten"),  # the tag is the kind's category
         ("a dog in the snow", "puppy", "a dog"),  # the tag is a kind of the prompt's object
-        ("a man and a woman on a bench", "person", "a man and a woman"),  # several mentions joined
+        ("a man and a woman on a bench", "person", "a man and a woman"),  # a coordination: the whole stretch
+        ("a red book, a blue book and a pen", "book", "a red book, a blue book"),
+        ("a man walking with a woman", "person", "a man"),  # not coordinated: the first mention
         ("(a shiny red apple:1.3) on a table", "apple", "a shiny red apple"),  # emphasis syntax removed
         ("an old teddy bear", "teddy bear", "an old teddy bear"),
         ("A Photo of THE Eiffel Tower", "tower", "THE Eiffel Tower"),
