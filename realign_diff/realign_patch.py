@@ -181,7 +181,8 @@ class RealignReplace:
             out = previous(q, k, v, extra_options).clone()
         else:
             out = torch.empty_like(q)
-            other = [r for r in range(batch) if r not in set(rows)]
+            positive = set(rows)
+            other = [r for r in range(batch) if r not in positive]
             if other:
                 index = torch.tensor(other, device=q.device)
                 out[index] = self.attention_fn(q[index], k[index], v[index], extra_options).to(q.dtype)

@@ -140,3 +140,29 @@ def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):
         model = comfy.model_patcher.ModelPatcher(model_config.get_model({}, sd15_keys.UNET_PREFIX, device="meta"), "cpu", "cpu")
     with pytest.raises(ValueError, match="works on SD-1.x models.*SD20"):
         require_sd1(model)
+
+
+@pytest.mark.parametrize("long_side", ["positive", "negative"])
+def test_prompts_of_several_chunks_and_cond_uncond_of_different_lengths(comfyui, sd15_checkpoint, long_side, caplog):
+    from realign_pack.nodes.attention_patch import apply_realign_patch
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    filler = ", ".join(["a beautiful detailed landscape painting"] * 14)
+    prompt = f"{filler}, a red book and a yellow pen" if long_side == "positive" else PROMPT
+    negative_text = filler if long_side == "negative" else ""
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[:2]
+    mask = torch.zeros(96, 128)
+    mask[:, :64] = 1
+    guidance = [RealignGuidance(prompt, 128, 96, [GuidedObject("pen", 2.0, "a yellow pen", mask)])]
+    patched, positive, report = apply_realign_patch(model, clip, guidance, 2.0, "paper", 1.0, "prompt only")
+    realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
+    pen = realign.objects_per_image[0][0].positions
+    assert positive[0][0].shape[1] == (154 if long_side == "positive" else 77)
+    assert (pen.min() > 77) == (long_side == "positive")  # the pen sits in the second chunk
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, negative_text)[0]
+    latent = {"samples": torch.zeros(1, 4, 12, 16)}
+    modulated = comfyui.nodes.common_ksampler(patched, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    assert realign.modulated_calls > 0 and "not a multiple" not in caplog.text
+    off, positive_off, _ = apply_realign_patch(model, clip, guidance, 0.0, "paper", 1.0, "prompt only")
+    plain = comfyui.nodes.common_ksampler(off, 3, 2, 5.0, "euler", "normal", positive_off, negative, latent)[0]["samples"]
+    assert not torch.allclose(modulated, plain)
