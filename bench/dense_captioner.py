@@ -1,28 +1,31 @@
-"""Local Dense Captioner benchmarks, on CPU with the real model shapes and random weights.
+"""Local Dense Captioner benchmarks, at the real model shapes with random weights.
 
-    python bench/dense_captioner.py            # every benchmark in this file
-    python bench/dense_captioner.py sam        # only bench_sam (or: grounding)
+    python bench/dense_captioner.py             # every benchmark below
+    python bench/dense_captioner.py ram sam     # only some (ram, sam, grounding)
 
-- ``bench_sam``: SAM ViT-B, one 512 px image, 1 box vs 8 boxes (the image embedding is computed
-  once per image, so 8 boxes should cost little more than 1).
-- ``bench_grounding``: GroundingDINO SwinT OGC (with bert-base-uncased's shapes), written as an
-  original ``{"model": ...}`` checkpoint and loaded through ``load_grounding_dino(config="auto")``,
-  then detection latency on a 512 px image, at 512 px (no resize) and at the default 800 px.
+- ``ram``: RAM / RAM++ tagging latency (Swin-L 384), 1 vs 4 images per batch.
+- ``sam``: SAM ViT-B, one 512 px image, 1 box vs 8 boxes (the image embedding is computed once per image,
+  so 8 boxes should cost little more than 1).
+- ``grounding``: GroundingDINO SwinT OGC (with bert-base-uncased's shapes), written as an original
+  ``{"model": ...}`` checkpoint and loaded through ``load_grounding_dino(config="auto")``, then detection
+  latency on a 512 px image, at 512 px (no resize) and at the default 800 px.
 
-Variants run interleaved in one process. Peak memory: about 3.3 GiB for SAM (ViT-B's global attention
-at 1024 px), 2.1 GiB for GroundingDINO. No timings are asserted.
+Each benchmark runs its compared variants interleaved in one process and prints ratios; no timing is asserted.
+CPU unless a GPU is present (none was lent when these were written). Wall time on a shared machine is noisy:
+the RAM benchmark prints the process CPU time too. Peak memory: about 3.3 GiB (SAM's global attention at
+1024 px), 2.1 GiB (GroundingDINO), 2.3 GiB (RAM).
 """
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # a script: make the core importable from the repo root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a script: the repo root holds realign_diff
 
 import torch  # noqa: E402
 
@@ -32,8 +35,59 @@ TAGS = ["book", "pen", "desk", "lamp", "cup", "chair", "window", "wall", "table"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ","] + TAGS
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _synthetic_images(batch: int, size: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(batch)
+    return torch.rand(batch, size, size, 3, generator=generator)
+
+
+def bench_ram(variants=("ram", "ram_plus"), batches=(1, 4), iterations: int = 2, image_px: int = 512) -> dict:
+    """RAM / RAM++ tagging latency, Swin-L at 384 px (the released shapes, random weights), ``tag()`` end to end
+    (resize + normalize + network + thresholds) on ``image_px`` square images: 1 vs 4 images per batch."""
+    from realign_diff.captioner.ram import RamConfig, RamTagger
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = {}
+    for variant in variants:
+        config = RamConfig.official(variant)
+        torch.manual_seed(0)
+        tagger = RamTagger(config, [f"tag{i}" for i in range(config.num_classes)]).eval().requires_grad_(False).to(device)
+        with torch.no_grad():
+            tagger.label_embed.normal_(0, 0.02)
+        params = sum(p.numel() for p in tagger.parameters())
+        images = {b: _synthetic_images(b, image_px) for b in batches}
+        for b in batches:  # warm-up
+            tagger.tag(images[b][:1] if b > 1 else images[b])
+        times = {b: [] for b in batches}
+        cpu = {b: [] for b in batches}
+        for _ in range(iterations):
+            for b in batches:  # interleaved
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                tagger.tag(images[b])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[b].append(time.perf_counter() - start)
+                cpu[b].append(time.process_time() - start_cpu)
+        best = {b: min(t) for b, t in times.items()}
+        best_cpu = {b: min(t) for b, t in cpu.items()}
+        print(f"{variant} (Swin-L 384, {params / 1e6:.1f} M parameters, {device.type}, {torch.get_num_threads()} threads)")
+        for b in batches:
+            print(f"  batch {b}: {best[b]:.2f} s per call, {best[b] / b:.2f} s per image; process CPU time "
+                  f"{best_cpu[b] / b:.2f} s per image (best of {iterations})")
+        if len(batches) > 1:
+            first, last = batches[0], batches[-1]
+            ratio = (best[last] / last) / (best[first] / first)
+            cpu_ratio = (best_cpu[last] / last) / (best_cpu[first] / first)
+            print(f"  per-image time, batch {last} / batch {first}: {ratio:.2f} (CPU time: {cpu_ratio:.2f})")
+        results[variant] = best
+        del tagger
+    print(f"  peak RSS {_peak_rss_gib():.2f} GiB")
+    return results
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -76,7 +130,7 @@ def bench_sam(repeats: int = 1) -> dict[str, float]:
     print(f"SAM vit_b (random weights), 512x512 image, CPU, {torch.get_num_threads()} threads")
     for name, seconds in result.items():
         print(f"  {name:>15}: {seconds:7.3f} s")
-    print(f"  8 boxes / 1 box: {result['8 boxes'] / result['1 box']:.2f}x  (peak RSS {_peak_mib():.0f} MiB)")
+    print(f"  8 boxes / 1 box: {result['8 boxes'] / result['1 box']:.2f}x  (peak RSS {_peak_rss_gib():.2f} GiB)")
     return result
 
 
@@ -113,16 +167,29 @@ def bench_grounding(repeats: int = 3) -> dict[str, float]:
     print(f"  load (auto config): {load_seconds:7.2f} s")
     for name, seconds in result.items():
         print(f"  {name:>17}: {seconds:7.3f} s")
-    print(f"  peak RSS {_peak_mib():.0f} MiB")
+    print(f"  peak RSS {_peak_rss_gib():.2f} GiB")
     return {"load": load_seconds, **result}
 
 
+BENCHMARKS = {
+    "ram": bench_ram,
+    "sam": bench_sam,
+    "grounding": bench_grounding,
+}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("only", nargs="*", help=f"benchmarks to run, of {', '.join(BENCHMARKS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}: choose from {list(BENCHMARKS)}")
+    for name in args.only or BENCHMARKS:
+        print(f"== {name}")
+        BENCHMARKS[name]()
+        print()
+
+
 if __name__ == "__main__":
-    wanted = set(sys.argv[1:])
-    benches = [(name[len("bench_"):], fn) for name, fn in list(globals().items()) if name.startswith("bench_") and callable(fn)]
-    gpu = torch.cuda.is_available()
-    print(f"torch {torch.__version__}; " + ("CUDA present but these benchmarks run on the CPU" if gpu else "no GPU: CPU only"))
-    for name, fn in benches:
-        if not wanted or name in wanted:
-            fn()
-            print()
+    main()
