@@ -73,10 +73,11 @@ class LocalDenseCaptioner:
                 "llm_base_url": ("STRING", {"default": "", "tooltip": (
                     "openai-compatible only: the endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama. Empty: the "
                     "configured one. Your API key is only sent to the configured endpoint, never to a URL typed here.")}),
-                "exclude_tags": ("STRING", {"default": "", "tooltip": (
-                    "Tags never used, comma-separated (e.g. 'background, wall').")}),
-                "ram_threshold_overrides": ("STRING", {"default": "", "tooltip": (
-                    "Per-tag thresholds, e.g. 'person=0.9, sky=0.5'; they win over ram_threshold.")}),
+                "exclude_tags": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "Tags never used, from RAM or from the prompt, separated by commas or lines (e.g. 'background, wall').")}),
+                "ram_threshold_overrides": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "Per-tag RAM thresholds that win over ram_threshold, e.g. 'person: 0.9, sky: 0.5' (commas or lines). "
+                    "A name not in RAM's tag list is an error that names it.")}),
             },
         }
 
@@ -98,18 +99,17 @@ class LocalDenseCaptioner:
             caption_images,
             guidance_json,
             masks_batch,
-            parse_tag_list,
-            parse_threshold_overrides,
             progress_steps,
         )
         from ..realign_diff.captioner.preview import draw_batch
         from . import comfy_runtime
+        from .ram import parse_tag_names, parse_threshold_overrides
 
         settings = CaptionerSettings(
             ram_threshold=ram_threshold if ram_threshold > 0 else None,
             ram_threshold_overrides=parse_threshold_overrides(ram_threshold_overrides),
             ram_top_k=ram_top_k if ram_top_k > 0 else None,
-            exclude_tags=parse_tag_list(exclude_tags),
+            exclude_tags=tuple(parse_tag_names(exclude_tags)),
             box_threshold=box_threshold,
             text_threshold=text_threshold,
             nms_threshold=nms_threshold,

@@ -17,7 +17,6 @@ as objects with the interfaces below (``realign_diff.captioner.ram`` and ``.grou
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,24 +80,6 @@ def progress_steps(batch: int) -> int:
     return 1 + 2 * batch
 
 
-def parse_tag_list(text: str) -> tuple[str, ...]:
-    """ "sky, wall; background" -> ("sky", "wall", "background")."""
-    return tuple(unique_tags(t for t in re.split(r"[,;\n]", text or "") if t.strip()))
-
-
-def parse_threshold_overrides(text: str) -> dict[str, float]:
-    """ "person=0.9, sky: 0.5" -> {"person": 0.9, "sky": 0.5}; raises ValueError naming a bad entry."""
-    out = {}
-    for item in re.split(r"[,;\n]", text or ""):
-        if not item.strip():
-            continue
-        match = re.fullmatch(r"\s*(.+?)\s*[=:]\s*([0-9]*\.?[0-9]+)\s*", item)
-        if not match or not 0.0 <= float(match.group(2)) <= 1.0:
-            raise ValueError(f"threshold override {item.strip()!r} must read 'tag=0.7' with a value in [0, 1]")
-        out[match.group(1)] = float(match.group(2))
-    return out
-
-
 def candidates_for(prompt: str, tags, settings: CaptionerSettings) -> list[Candidate]:
     """The tagger's tags (as ``(name, score)`` pairs or objects with ``.name``/``.score``), plus the
     prompt's objects that none of them names (same word or a synonym). A tag of a wider kind does not
@@ -156,7 +137,7 @@ def caption_images(
         threshold=settings.ram_threshold,
         threshold_overrides=settings.ram_threshold_overrides or None,
         top_k=settings.ram_top_k,
-        exclude=list(settings.exclude_tags) or None,
+        exclude=_known_tags(tagger, settings.exclude_tags) or None,
     )
     if len(tag_lists) != batch:
         raise RuntimeError(f"the tagger returned {len(tag_lists)} tag lists for {batch} images")
@@ -192,6 +173,21 @@ def caption_images(
         guidance = RealignGuidance(prompt=prompt, width=width, height=height, objects=objects, source=scoring.source)
         results.append(CaptionedImage(guidance=guidance, scoring=scoring, candidates=candidates))
     return results
+
+
+def _known_tags(tagger, names) -> list[str]:
+    """The names the tagger knows (so they do not take top-k places); the others, which may be prompt
+    objects, are excluded after tagging (``candidates_for``)."""
+    if not hasattr(tagger, "tag_index"):
+        return list(names)
+    known = []
+    for name in names:
+        try:
+            tagger.tag_index(name)
+        except KeyError:
+            continue
+        known.append(name)
+    return known
 
 
 def _guided_objects(candidates: list[Candidate], grounded, height: int, width: int) -> list[GuidedObject]:

@@ -13,8 +13,6 @@ from realign_diff.captioner.pipeline import (
     candidates_for,
     guidance_json,
     masks_batch,
-    parse_tag_list,
-    parse_threshold_overrides,
 )
 from realign_diff.captioner.preview import draw_guidance, label_of
 from realign_diff.captioner.scoring import ScoringResult, TagScore
@@ -31,16 +29,6 @@ def test_candidates_are_tagger_tags_plus_prompt_objects_the_tagger_missed():
     assert [c.tag for c in got] == ["dog", "sofa", "puppy"]
     got = candidates_for("a red book and a yellow pen", tags, CaptionerSettings(add_prompt_objects=False))
     assert [c.tag for c in got] == ["Book", "desk", "wall"]
-
-
-def test_option_parsing():
-    assert parse_tag_list(" sky, wall;background\n sky ") == ("sky", "wall", "background")
-    assert parse_tag_list("") == ()
-    assert parse_threshold_overrides("person=0.9, sky: 0.5 ,") == {"person": 0.9, "sky": 0.5}
-    assert parse_threshold_overrides("") == {}
-    for bad in ("person", "person=high", "person=1.5"):
-        with pytest.raises(ValueError, match="must read 'tag=0.7'"):
-            parse_threshold_overrides(bad)
 
 
 def _result(objects, width=8, height=6, source="offline"):
