@@ -68,8 +68,12 @@ class CaptionedImage:
     candidates: list[Candidate] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        guidance = self.guidance.to_dict()
+        for obj in guidance["objects"]:  # pixels to 0.01, confidences to 1e-4: readable JSON
+            obj["box"] = None if obj["box"] is None else [round(float(v), 2) for v in obj["box"]]
+            obj["confidence"] = None if obj["confidence"] is None else round(float(obj["confidence"]), 4)
         return {
-            **self.guidance.to_dict(),
+            **guidance,
             "scoring": {k: v for k, v in self.scoring.to_dict().items() if k != "entries"},
             "tags": [c.to_dict() for c in self.candidates],
         }
