@@ -5,8 +5,9 @@
    RAM often misses a small or half-drawn object, and an object the prompt names is exactly one the
    fine stage must place. GroundingDINO then decides whether it is in the image.
 3. The scorer (offline or LLM) gives each candidate a score (2 / 0.5 / 0) and a local caption.
-4. Grounded-SAM finds a mask for every candidate with a score above 0 (score-0 objects are left out:
-   the attention patch would multiply their modulation by 0 anyway). It is asked for the *tag*, not the
+4. Grounded-SAM finds a mask for every candidate with a score above 0. Score-0 objects are left out: in
+   the attention patch a score of 0 cancels the push inside the mask but keeps the pull-down outside it,
+   which would pin an unwanted object's words to where it already is. It is asked for the *tag*, not the
    caption: the coarse image may show a blue pen where the prompt wants "a yellow pen", and it is that
    pen the fine stage must find and repaint.
 5. Each found object becomes a ``GuidedObject(tag, score, caption, mask, box, confidence)``.
