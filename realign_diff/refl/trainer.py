@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -246,7 +247,9 @@ class ReFLTrainer:
             log.warning("step %d skipped: non-finite %s", self.global_step + 1, bad)
             self.optimizer.zero_grad(set_to_none=True)
             metrics["skipped"] = 1
-        self.lr_scheduler.step()
+        with warnings.catch_warnings():  # a skipped step still advances the schedule; torch warns about that order
+            warnings.simplefilter("ignore", UserWarning)
+            self.lr_scheduler.step()
         return metrics
 
     @torch.no_grad()
