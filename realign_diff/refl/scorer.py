@@ -45,10 +45,4 @@ def load_caption_reward(captioner_dir: str, text_encoder_dir: str, device, dtype
     from ..reward import CaptionReward
 
     reward = CaptionReward.from_pretrained(captioner_dir, text_encoder_dir, device=device, dtype=dtype)
-    for module in _modules_of(reward):
-        module.requires_grad_(False)
-    return reward
-
-
-def _modules_of(obj) -> list[torch.nn.Module]:
-    return [v for v in vars(obj).values() if isinstance(v, torch.nn.Module)]
+    return reward.requires_grad_(False)  # frozen: gradients reach the pixels, never BLIP-2's weights
