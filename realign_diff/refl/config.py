@@ -87,7 +87,7 @@ class TrainConfig:
     # --- memory and speed -------------------------------------------------------------------------------
     device: str = _opt("auto", "Torch device ('auto' = cuda when available, else cpu).", "memory")
     mixed_precision: str = _opt("auto", "Autocast precision of the trained UNet: 'fp16' (with a gradient scaler), 'bf16' "
-                                "or 'no'. 'auto' = fp16 on CUDA, no on CPU.", "memory", choices=("auto", "no", "fp16", "bf16"))
+                                "or 'no'. 'auto' = bf16 on CUDA GPUs that support it, else fp16; no on CPU.", "memory", choices=("auto", "no", "fp16", "bf16"))
     frozen_dtype: str = _opt("auto", "dtype of the frozen CLIP text encoder, VAE and BLIP-2 models (and the frozen base UNet "
                              "under --lora). 'auto' = fp16 on CUDA, fp32 on CPU.", "memory", choices=("auto", "fp32", "fp16", "bf16"))
     gradient_checkpointing: bool = _opt(False, "Recompute UNet and VAE-decoder activations in the backward pass "

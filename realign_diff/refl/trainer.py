@@ -69,11 +69,15 @@ class ReFLTrainer:
         self.config, self.on_step_end = config, on_step_end
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
-        mixed = config.mixed_precision if config.mixed_precision != "auto" else ("fp16" if cuda else "no")
+        mixed = config.mixed_precision
+        if mixed == "auto":
+            mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
         frozen = config.frozen_dtype if config.frozen_dtype != "auto" else ("fp16" if cuda else "fp32")
         self.mixed, self.frozen_dtype = mixed, _HALF[frozen]
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=mixed == "fp16")
+        # 2**12 rather than torch's 2**16: every step skipped while the scale comes down costs a whole
+        # accumulation of rollouts, and ReFL's gradients are small (lambda = 1e-3) anyway
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12, enabled=mixed == "fp16")
         self.run_dir = config.resolved_run_dir()
         self._load_data()
         self._build_models()
@@ -242,7 +246,9 @@ class ReFLTrainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if scale is not None and self.scaler.get_scale() < scale:
-                bad = "fp16 gradient overflow (the scaler lowered its scale)"
+                log.info("step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale to %g and "
+                         "goes on (normal now and then)", self.global_step + 1, self.scaler.get_scale())
+                metrics["skipped"] = 1
         if bad is not None:
             log.warning("step %d skipped: non-finite %s", self.global_step + 1, bad)
             self.optimizer.zero_grad(set_to_none=True)

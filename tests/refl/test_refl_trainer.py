@@ -156,3 +156,38 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_base, prompts_file):
         config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1, checkpointing_steps=1)
         train(config, scorer)
         ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", lora=2, resume="latest"), scorer)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(mixed_precision="fp16", frozen_dtype="fp16", gradient_checkpointing=True),  # full UNet, gradient scaler
+    dict(mixed_precision="bf16", frozen_dtype="bf16", lora=4),  # frozen base UNet in bf16 under the adapters
+], ids=["fp16-full-checkpointing", "bf16-lora"])
+def test_mixed_precision_steps_update_the_trained_weights(tmp_path, tiny_base, prompts_file, settings):
+    config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", **settings)
+    trainer = ReFLTrainer(config, ToyCaptionScorer())
+    assert trainer.vae.dtype == trainer.text_encoder.dtype == getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[settings["frozen_dtype"]])
+    before = {k: v.clone() for k, v in trainer.trainable.state_dict().items()}
+    metrics = trainer.optimizer_step()
+    assert metrics["skipped"] == 0 and torch.isfinite(torch.tensor(metrics["loss"]))
+    after = trainer.trainable.state_dict()
+    assert all(v.dtype == torch.float32 for v in after.values())  # trained weights stay fp32 masters
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+
+
+def test_early_stopping_writes_the_best_validated_weights(tmp_path, tiny_base, prompts_file):
+    out = tmp_path / "best.safetensors"
+    config = tiny_config(tiny_base, prompts_file, out, max_steps=5, validation_split=0.25, validation_steps=1,
+                         early_stopping_patience=2, keep_best=True, checkpointing_steps=1, checkpoints_total_limit=0,
+                         save_dtype="fp32")
+    trainer = ReFLTrainer(config, ToyCaptionScorer())
+    scores = iter([0.5, 0.6, 0.9, 0.2, 0.3])  # before training, then after steps 1, 2, 3, 4
+    trainer.validate = lambda: next(scores)
+    result = trainer.train()
+    assert result.stopped_early and result.steps == 4
+    assert (result.best_step, result.best_validation_reward) == (2, 0.9)
+    step2 = load_file(str(result.run_dir / "checkpoint-2" / "trainable.safetensors"))
+    expected = saving.unet_to_checkpoint_tensors(step2, trainer.unet_config, torch.float32)
+    written = load_file(str(out))
+    assert all(torch.equal(written[k], v) for k, v in expected.items())
+    assert saving.read_metadata(out)["realign_diff.refl.step"] == "2"
+    assert saving.read_metadata(out)["realign_diff.refl.best_validation_reward"] == "0.900000"
