@@ -6,9 +6,7 @@ have any name. Nodes whose optional dependencies are missing are left out with a
 
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-else:
-    # Imported as a lone file, not as a package: pytest does this to a checkout whose folder name is not
-    # a Python identifier (e.g. "ComfyUI-RealignDiff"). Nothing to register then.
+else:  # pytest imports a rootdir __init__.py as a bare module when the folder name is not a Python name
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

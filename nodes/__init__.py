@@ -10,7 +10,7 @@ from . import model_folders
 
 log = logging.getLogger("RealignDiff")
 
-NODE_MODULES = ()
+NODE_MODULES = ("attention_patch",)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

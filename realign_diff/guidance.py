@@ -73,3 +73,14 @@ class RealignGuidance:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+
+def guidance_list(value) -> list[RealignGuidance]:
+    """A REALIGN_GUIDANCE value as a list (one guidance per image), checking its type."""
+    items = [value] if isinstance(value, RealignGuidance) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(g, RealignGuidance) for g in items):
+        raise TypeError(
+            "Expected a REALIGN_GUIDANCE (from the Local Dense Captioner or Realign Guidance From Mask), "
+            f"got {type(value).__name__}."
+        )
+    return list(items)

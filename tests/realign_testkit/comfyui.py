@@ -67,7 +67,7 @@ class _ImportFailures(logging.Handler):
 
 
 class ComfyUI:
-    def __init__(self, comfy_path: Path, base_dir: Path):
+    def __init__(self, comfy_path: Path, base_dir: Path, cpu: bool = True):
         self.path = comfy_path
         self.base_dir = base_dir
         for sub in ("models", "input", "output", "temp", "custom_nodes", "user"):
@@ -81,7 +81,9 @@ class ComfyUI:
 
         ensure_torchvision_importable()  # ComfyUI imports torchvision at start
         sys.path.insert(0, str(comfy_path))
-        sys.argv = [str(comfy_path / "main.py"), "--cpu", "--base-directory", str(base_dir), "--disable-api-nodes"]
+        sys.argv = [str(comfy_path / "main.py"), "--base-directory", str(base_dir), "--disable-api-nodes"]
+        if cpu:
+            sys.argv.append("--cpu")
         import comfy.options
 
         comfy.options.enable_args_parsing()
@@ -128,7 +130,10 @@ class ComfyUI:
         return self.executor.history_result["outputs"]
 
     def output_of(self, prompt: dict, node_id: str):
-        """Execute the prompt and return the cached Python outputs of one node (any node, not only output nodes)."""
+        """Execute the prompt and return the cached Python outputs of one node.
+
+        ComfyUI only executes what some output node depends on: the prompt needs one downstream of ``node_id``.
+        """
         self.run(prompt)
         entry = self.executor.caches.outputs.get(node_id)
         if entry is None:
@@ -139,11 +144,11 @@ class ComfyUI:
 _instance: ComfyUI | None = None
 
 
-def start_comfyui(base_dir: Path) -> ComfyUI:
+def start_comfyui(base_dir: Path, cpu: bool = True) -> ComfyUI:
     global _instance
     if _instance is None:
         path, reason = find_comfyui()
         if path is None:
             raise RuntimeError(reason)
-        _instance = ComfyUI(path, base_dir)
+        _instance = ComfyUI(path, base_dir, cpu=cpu)
     return _instance

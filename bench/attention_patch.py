@@ -1,0 +1,81 @@
+"""Realign Attention Patch: sampling step time, patched vs unpatched, in a real ComfyUI.
+
+Full-shape random-weight SD-1.5 checkpoint, two objects (left/right halves, scores 2 and 0.5).
+The two variants alternate within one process; the script prints the median step time of each and
+the median of the paired ratios. Needs COMFYUI_PATH.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/attention_patch.py [--size 256] [--steps 4] [--repeats 5] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # a script: the core and the testkit by path
+
+import torch  # noqa: E402
+
+from realign_testkit.comfyui import start_comfyui  # noqa: E402
+from realign_testkit.pack import load_pack  # noqa: E402
+from realign_testkit.sd15_checkpoint import write_sd15_checkpoint  # noqa: E402
+
+PROMPT = "a red book and a yellow pen"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--steps", type=int, default=4, help="sampling steps per run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each variant, interleaved")
+    parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (fp16 there)")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="realign-bench-"))
+    comfyui = start_comfyui(base, cpu=not args.gpu)
+    load_pack()
+    from realign_pack.nodes.attention_patch import apply_realign_patch
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    t0 = time.perf_counter()
+    write_sd15_checkpoint(comfyui.models_dir / "checkpoints" / "sd15_full_random.safetensors", small_unet=False)
+    print(f"wrote full-shape random SD-1.5 checkpoint in {time.perf_counter() - t0:.1f} s")
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint("sd15_full_random.safetensors")[:2]
+
+    left = torch.zeros(args.size, args.size)
+    left[:, : args.size // 2] = 1
+    guidance = [RealignGuidance(PROMPT, args.size, args.size, [
+        GuidedObject("book", 2.0, "a red book", left), GuidedObject("pen", 0.5, "a yellow pen", 1 - left)])]
+    patched, positive, report = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    print(report)
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
+    plain_positive = comfyui.nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
+    latent = {"samples": torch.zeros(1, 4, args.size // 8, args.size // 8)}
+
+    def run(which):
+        m, pos = (patched, positive) if which == "patched" else (model, plain_positive)
+        start = time.perf_counter()
+        comfyui.nodes.common_ksampler(m, 1, args.steps, 5.0, "euler", "normal", pos, negative, latent, disable_noise=False)
+        return (time.perf_counter() - start) / args.steps
+
+    run("plain"), run("patched")  # warm-up: model load, allocator, caches
+    times = {"plain": [], "patched": []}
+    for r in range(args.repeats):
+        for which in (("plain", "patched") if r % 2 == 0 else ("patched", "plain")):
+            times[which].append(run(which))
+    ratios = [p / u for p, u in zip(times["patched"], times["plain"])]
+    device = "GPU" if args.gpu else "CPU"
+    print(f"{device}, {args.size}px, {args.steps} steps x {args.repeats} runs each, cfg batch 2")
+    for which, values in times.items():
+        print(f"  {which:8s} median step {statistics.median(values):.3f} s  ({', '.join(f'{v:.3f}' for v in values)})")
+    print(f"  patched / plain: median of paired ratios {statistics.median(ratios):.3f}x "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()

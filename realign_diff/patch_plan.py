@@ -1,0 +1,114 @@
+"""From guidance to what the patch needs: the fine-stage text, each object's tokens, and a report.
+
+The tokenizer is passed in as two callbacks (ComfyUI's CLIP in the node, a Hugging Face CLIP
+tokenizer in tests), so this stays pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .guidance import RealignGuidance
+from .realign_patch import PatchObject
+from .tokens import ObjectTokens, TokenizeWord, conditioning_text, locate_object
+
+CONDITIONING_MODES = ("prompt + local captions", "prompt only")
+MAX_CHUNKS = 3  # 3 x 75 tokens: beyond that the objects would drown the prompt
+
+TokenizeText = Callable[[str], list[int | None]]  # text -> the whole token stream, chunks included
+
+
+@dataclass
+class PatchPlan:
+    text: str
+    stream: list[int | None]
+    objects_per_image: list[list[PatchObject]]
+    located: list[list[ObjectTokens]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_length(self) -> int:
+        return len(self.stream)
+
+    def report(self) -> str:
+        lines = [f"conditioning: {self.text!r} ({self.prompt_length} tokens)"]
+        for index, located in enumerate(self.located):
+            if len(self.located) > 1:
+                lines.append(f"image {index}:")
+            if not located:
+                lines.append("  no objects: this image is sampled unmodulated")
+            for obj, patch in zip(located, self.objects_per_image[index]):
+                where = (
+                    f"tokens {obj.positions} = {' '.join(obj.matched_words)!r} (by {obj.matched})"
+                    if obj.positions
+                    else "not in the conditioning: not modulated"
+                )
+                lines.append(f"  {obj.tag} (score {patch.score:g}, caption {obj.caption!r}): {where}")
+        if not any(o.positions.numel() for objects in self.objects_per_image for o in objects):
+            lines.append("note: no object was located in the conditioning: sampling is unchanged")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _shared_prompt(guidances: Sequence[RealignGuidance]) -> str:
+    prompts = {g.prompt.strip() for g in guidances}
+    if len(prompts) > 1:
+        raise ValueError(
+            "The guidance of every image in the batch must share one prompt (one patched model samples "
+            f"one conditioning); got {len(prompts)} different prompts."
+        )
+    return prompts.pop()
+
+
+def plan_patch(
+    guidances: Sequence[RealignGuidance],
+    tokenize_text: TokenizeText,
+    tokenize_word: TokenizeWord,
+    skippable: frozenset[int] = frozenset(),
+    mode: str = CONDITIONING_MODES[0],
+    chunk_length: int = 77,
+) -> PatchPlan:
+    if mode not in CONDITIONING_MODES:
+        raise ValueError(f"unknown conditioning mode {mode!r}; expected one of {CONDITIONING_MODES}")
+    if not guidances:
+        raise ValueError("The guidance is empty: it needs one entry per image (an entry may have no objects).")
+    prompt = _shared_prompt(guidances)
+    notes = []
+    usable = []
+    for index, guidance in enumerate(guidances):
+        kept = []
+        for obj in guidance.objects:
+            if not (obj.mask > 0.5).any():
+                notes.append(f"{obj.tag!r} (image {index}) has an empty mask: skipped")
+                continue
+            kept.append(obj)
+        usable.append(kept)
+
+    captions = []
+    if mode == CONDITIONING_MODES[0]:
+        prompt_stream = tokenize_text(prompt)
+        for obj in (o for kept in usable for o in kept):
+            phrase = obj.caption.strip() or obj.tag
+            if obj.score > 0 and phrase not in captions:
+                if locate_object(prompt_stream, obj.tag, obj.caption, tokenize_word, skippable).matched != "caption":
+                    captions.append(phrase)
+    text = conditioning_text(prompt, captions)
+    stream = tokenize_text(text)
+    if len(stream) > MAX_CHUNKS * chunk_length:
+        raise ValueError(
+            f"The prompt plus {len(captions)} local captions need {len(stream) // chunk_length} CLIP chunks of 75 "
+            f"tokens (at most {MAX_CHUNKS}). Keep fewer objects (lower the captioner's top-k or raise its "
+            "thresholds) or choose conditioning 'prompt only'."
+        )
+
+    located, objects_per_image = [], []
+    for kept in usable:
+        found = [locate_object(stream, o.tag, o.caption, tokenize_word, skippable) for o in kept]
+        located.append(found)
+        objects_per_image.append(
+            [PatchObject(o.mask, torch.tensor(f.positions, dtype=torch.long), o.score) for o, f in zip(kept, found)]
+        )
+    return PatchPlan(text, list(stream), objects_per_image, located, notes)

@@ -1,0 +1,168 @@
+"""Realign Attention Patch inside a real ComfyUI, sampling a random-weight SD-1.5 checkpoint."""
+
+import pytest
+import torch
+
+from realign_testkit.pack import load_pack
+
+pytestmark = pytest.mark.comfyui
+load_pack()  # nodes' helpers are imported as ``realign_pack.nodes...`` below
+
+PROMPT = "a red book and a yellow pen"
+
+
+def graph(ckpt, strength, conditioning="prompt only", patched=True, width=16, height=12, batch=2):
+    """API prompt: two hand-made objects (left/right half masks) -> patch -> KSampler."""
+    nodes = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["ckpt", 1]}},
+        "empty": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": width * 8, "height": height * 8}},
+        "half": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": width * 4, "height": height * 8}},
+        "left": {"class_type": "MaskComposite", "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": 0, "y": 0, "operation": "add"}},
+        "right": {"class_type": "MaskComposite", "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": width * 4, "y": 0, "operation": "add"}},
+        "book": {"class_type": "RealignDiffGuidanceFromMask", "inputs": {"mask": ["left", 0], "caption": "a red book", "tag": "book", "score": 2.0, "prompt": PROMPT}},
+        "pen": {"class_type": "RealignDiffGuidanceFromMask", "inputs": {"mask": ["right", 0], "caption": "a yellow pen", "tag": "pen", "score": 0.5, "prompt": "", "guidance": ["book", 0]}},
+        "patch": {"class_type": "RealignDiffAttentionPatch", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "guidance": ["pen", 0], "strength": strength, "schedule": "paper", "end_percent": 1.0, "conditioning": conditioning}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width * 8, "height": height * 8, "batch_size": batch}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["patch", 0] if patched else ["ckpt", 0], "positive": ["patch", 1] if patched else ["pos", 0],
+            "negative": ["neg", 0], "latent_image": ["latent", 0], "seed": 7, "steps": 3, "cfg": 5.0,
+            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "realign_test"}},
+        "report": {"class_type": "PreviewAny", "inputs": {"source": ["patch", 2]}},
+    }
+    if not patched:
+        del nodes["report"], nodes["patch"], nodes["book"], nodes["pen"]
+    return nodes
+
+
+def latents(comfyui, prompt):
+    return comfyui.output_of(prompt, "sample")[0][0]["samples"]
+
+
+def realign_of(comfyui, prompt):
+    model = comfyui.executor.caches.outputs.get("patch")[0][0]
+    replaces = model.model_options["transformer_options"]["patches_replace"]["attn2"]
+    return model, next(iter(replaces.values())).realign
+
+
+def test_strength_zero_samples_exactly_like_the_unpatched_model(comfyui, sd15_checkpoint):
+    plain = latents(comfyui, graph(sd15_checkpoint, 0.0, patched=False))
+    zero = latents(comfyui, graph(sd15_checkpoint, 0.0))
+    assert torch.equal(plain, zero)
+
+
+def test_strength_changes_the_sample_and_reaches_every_cross_attention_block(comfyui, sd15_checkpoint):
+    from realign_pack.nodes.attention_patch import cross_attention_blocks
+
+    plain = latents(comfyui, graph(sd15_checkpoint, 0.0, patched=False))
+    prompt = graph(sd15_checkpoint, 2.0, conditioning="prompt + local captions")
+    strong = latents(comfyui, prompt)
+    assert strong.shape == plain.shape == (2, 4, 12, 16)
+    assert not torch.allclose(strong, plain)
+    model, realign = realign_of(comfyui, prompt)
+    blocks = set(cross_attention_blocks(model.model.diffusion_model))
+    assert blocks and realign.called_blocks == blocks
+    assert realign.modulated_calls > 0
+
+
+def test_report_names_each_objects_tokens(comfyui, sd15_checkpoint):
+    prompt = graph(sd15_checkpoint, 1.0)
+    report = comfyui.output_of(prompt, "patch")[2][0]
+    assert "book (score 2" in report and "'red book' (by caption)" in report
+    assert "pen (score 0.5" in report and "'yellow pen' (by caption)" in report
+
+
+def test_full_size_sd15_unet_has_sixteen_cross_attention_blocks(comfyui):
+    import comfy.model_detection
+    import comfy.ops
+    from diffusers import UNet2DConditionModel
+
+    from realign_pack.nodes.attention_patch import cross_attention_blocks
+    from realign_pack.realign_diff import sd15_configs, sd15_keys
+
+    with torch.device("meta"):
+        diffusers_unet = UNet2DConditionModel(**sd15_configs.UNET)
+    ldm = sd15_keys.unet_to_ldm(diffusers_unet.state_dict(), diffusers_unet.config)
+    model_config = comfy.model_detection.model_config_from_unet(ldm, sd15_keys.UNET_PREFIX)
+    assert type(model_config).__name__ == "SD15"  # ComfyUI reads our full-size key layout as SD-1.5
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    unet = UNetModel(**model_config.unet_config, device="meta", operations=comfy.ops.disable_weight_init)
+    blocks = cross_attention_blocks(unet)
+    assert len(blocks) == 16
+    assert ("middle", 0, 0) in blocks and ("input", 1, 0) in blocks and ("output", 11, 0) in blocks
+
+
+def test_another_packs_patch_on_the_same_block_is_wrapped(comfyui, sd15_checkpoint):
+    from realign_pack.nodes.attention_patch import apply_realign_patch, comfy_attention, cross_attention_blocks
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[:2]
+    calls = []
+
+    def other_pack(q, k, v, extra_options):
+        calls.append(extra_options["block"])
+        return comfy_attention(q, k, v, extra_options)
+
+    first_block = cross_attention_blocks(model.model.diffusion_model)[0]
+    other = model.clone()
+    other.set_model_attn2_replace(other_pack, first_block[0], first_block[1])  # keyed without an index
+    mask = torch.zeros(64, 64)
+    mask[:, :32] = 1
+    guidance = [RealignGuidance(PROMPT, 64, 64, [GuidedObject("book", 2.0, "a red book", mask)])]
+    patched, positive, report = apply_realign_patch(other, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    assert "wrapped another pack's attention patch" in report
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
+    comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", positive, negative, latent)
+    assert calls and all(tuple(c) == tuple(first_block[:2]) for c in calls)
+    again, _, report = apply_realign_patch(patched, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    assert "replaced an earlier Realign Attention Patch" in report
+
+
+def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):
+    import comfy.model_detection
+    import comfy.model_patcher
+    from diffusers import UNet2DConditionModel
+
+    from realign_pack.nodes.attention_patch import require_sd1
+    from realign_pack.realign_diff import sd15_configs, sd15_keys
+
+    require_sd1(comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[0])
+    sd2 = dict(sd15_configs.UNET, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**sd2)
+    ldm = sd15_keys.unet_to_ldm(unet.state_dict(), unet.config)
+    model_config = comfy.model_detection.model_config_from_unet(ldm, sd15_keys.UNET_PREFIX)
+    with torch.device("meta"):
+        model = comfy.model_patcher.ModelPatcher(model_config.get_model({}, sd15_keys.UNET_PREFIX, device="meta"), "cpu", "cpu")
+    with pytest.raises(ValueError, match="works on SD-1.x models.*SD20"):
+        require_sd1(model)
+
+
+@pytest.mark.parametrize("long_side", ["positive", "negative"])
+def test_prompts_of_several_chunks_and_cond_uncond_of_different_lengths(comfyui, sd15_checkpoint, long_side, caplog):
+    from realign_pack.nodes.attention_patch import apply_realign_patch
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    filler = ", ".join(["a beautiful detailed landscape painting"] * 14)
+    prompt = f"{filler}, a red book and a yellow pen" if long_side == "positive" else PROMPT
+    negative_text = filler if long_side == "negative" else ""
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[:2]
+    mask = torch.zeros(96, 128)
+    mask[:, :64] = 1
+    guidance = [RealignGuidance(prompt, 128, 96, [GuidedObject("pen", 2.0, "a yellow pen", mask)])]
+    patched, positive, report = apply_realign_patch(model, clip, guidance, 2.0, "paper", 1.0, "prompt only")
+    realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
+    pen = realign.objects_per_image[0][0].positions
+    assert positive[0][0].shape[1] == (154 if long_side == "positive" else 77)
+    assert (pen.min() > 77) == (long_side == "positive")  # the pen sits in the second chunk
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, negative_text)[0]
+    latent = {"samples": torch.zeros(1, 4, 12, 16)}
+    modulated = comfyui.nodes.common_ksampler(patched, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    assert realign.modulated_calls > 0 and "not a multiple" not in caplog.text
+    off, positive_off, _ = apply_realign_patch(model, clip, guidance, 0.0, "paper", 1.0, "prompt only")
+    plain = comfyui.nodes.common_ksampler(off, 3, 2, 5.0, "euler", "normal", positive_off, negative, latent)[0]["samples"]
+    assert not torch.allclose(modulated, plain)
