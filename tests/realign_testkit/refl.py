@@ -2,7 +2,7 @@
 
 ``ToyCaptionScorer`` has the caption reward's interface (``score`` and ``caption_log_prob``) on a few
 thousand parameters: its "caption" is the top words of a linear read-out of pooled pixels, its reward the
-bag-of-words cosine with the prompt, and its log-probability a teacher-forced sum of word log-softmaxes. It
+cosine of that read-out's word distribution with the prompt's bag of words, and its log-probability a teacher-forced sum of word log-softmaxes. It
 lets the trainer's step be tested on any scorer, as the trainer promises; the real BLIP-2 reward is
 tested through the same trainer with tiny BLIP-2 folders.
 """
@@ -39,9 +39,12 @@ class ToyCaptionScorer:
     def score(self, images: torch.Tensor, prompts, max_new_tokens: int = 30, num_beams: int = 1):
         self.calls["score"] += 1
         assert images.dim() == 4 and images.shape[-1] == 3, "images must be [B, H, W, 3]"
-        top = self._logits(images.permute(0, 3, 1, 2)).topk(self.words, dim=-1).indices
+        logits = self._logits(images.permute(0, 3, 1, 2)).cpu()
+        top = logits.topk(self.words, dim=-1).indices
         captions = [" ".join(VOCAB[i] for i in sorted(row.tolist())) for row in top]
-        rewards = torch.stack([F.cosine_similarity(self._bag(c), self._bag(p), dim=0) for c, p in zip(captions, prompts)])
+        # a continuous reward (cosine of the word distribution with the prompt's words), so it varies image to image
+        probs = logits.softmax(-1)
+        rewards = torch.stack([F.cosine_similarity(q, self._bag(p), dim=0) for q, p in zip(probs, prompts)])
         if self.nan:
             rewards = torch.full_like(rewards, float("nan"))
         return SimpleNamespace(rewards=rewards, captions=captions)

@@ -56,17 +56,19 @@ def test_reward_term_alone_sends_gradient_to_unet_weights(tmp_path, tiny_base, p
     assert trainer.scorer.calls == {"score": 1, "caption_log_prob": 1}
 
 
-def _final_weights(config, scorer_seed=0, stop_at=None):
+def _run(config, stop_at=None):
+    """(trainer, written weights or None when stopped at ``stop_at``)."""
+
     def stop(step):
         if step == stop_at:
             raise StopTraining
 
-    trainer = ReFLTrainer(config, ToyCaptionScorer(scorer_seed), on_step_end=stop)
+    trainer = ReFLTrainer(config, ToyCaptionScorer(), on_step_end=stop)
     try:
         trainer.train()
     except StopTraining:
-        return None
-    return load_file(config.output)
+        return trainer, None
+    return trainer, load_file(config.output)
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_base, prompts_file):
@@ -77,19 +79,25 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_base, prompts_fil
     for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
         Image.new("RGB", (20, 20), color).save(pairs / f"{i}.png")
         (pairs / f"{i}.txt").write_text(f"square {i}")
-    common = dict(max_steps=4, gradient_accumulation_steps=2, checkpointing_steps=1, checkpoints_total_limit=2,
+    common = dict(max_steps=3, gradient_accumulation_steps=2, checkpointing_steps=1, checkpoints_total_limit=1,
                   save_dtype="fp32", baseline="ema", pairs=str(pairs), validation_split=0.25, validation_steps=2,
                   keep_best=False, lr_warmup_steps=2)
-    straight = _final_weights(tiny_config(tiny_base, prompts_file, tmp_path / "a.safetensors", run_dir=str(tmp_path / "a"), **common))
+    first, straight = _run(tiny_config(tiny_base, prompts_file, tmp_path / "a.safetensors", run_dir=str(tmp_path / "a"), **common))
 
     interrupted = tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"), **common)
-    assert _final_weights(interrupted, stop_at=3) is None
-    assert [step for step, _ in saving.list_checkpoints(tmp_path / "b")] == [2, 3]  # rotated to the newest two
+    assert _run(interrupted, stop_at=2)[1] is None
+    assert [step for step, _ in saving.list_checkpoints(tmp_path / "b")] == [2]  # rotated to the newest one
     assert not (tmp_path / "b.safetensors").exists()
-    resumed = _final_weights(tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"),
-                                         resume="latest", **common))
+    second, resumed = _run(tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"),
+                                       resume="latest", **common))
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # and the run's whole state ends equal, so it would go on identically
+    assert torch.equal(first.generator.get_state(), second.generator.get_state())
+    assert first.baseline.value == second.baseline.value is not None
+    assert first.sampler.state_dict() == second.sampler.state_dict()
+    assert first.pair_sampler.state_dict() == second.pair_sampler.state_dict()
+    assert first.lr_scheduler.state_dict() == second.lr_scheduler.state_dict()
     rows_a = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # drop the timing column
