@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,6 +131,9 @@ def main() -> None:
           f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
           f"guidance {args.guidance_scale}, batch 1, {args.repeats} rounds (median)")
     print(f"{'variant':34s} {'time s':>8s} {'peak MiB':>9s}")
+    if args.verbose:
+        for k in variants:
+            print(k, ["%.2f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
     med = {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in variants}
     for (name, ckpt), (t, m) in med.items():
         print(f"{name + (' + grad checkpointing' if ckpt else ''):34s} {t:8.2f} {m:9.1f}")

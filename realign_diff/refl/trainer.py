@@ -343,7 +343,7 @@ class ReFLTrainer:
             "***** Running training *****",
             f"  base = {c.base}",
             f"  training prompts = {len(self.train_prompts)}, validation prompts = {len(self.val_prompts)}, "
-            f"pairs for L_pre = {len(self.pairs) or 'none (own x0 latents)'}",
+            f"L_pre: {'off' if not c.pre_loss_weight else f'{len(self.pairs)} pairs' if self.pairs else 'own x0 latents'}",
             f"  batch size = {c.train_batch_size} x {c.gradient_accumulation_steps} accumulation = "
             f"{c.train_batch_size * c.gradient_accumulation_steps} per optimizer step",
             f"  optimizer steps = {c.max_steps} (from {self.global_step}), lr = {c.learning_rate}, "
