@@ -184,8 +184,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type in ("int", int):
             kwargs["type"] = int
+            kwargs.setdefault("metavar", "N")
         elif f.type in ("float", float):
             kwargs["type"] = float
+            kwargs.setdefault("metavar", "X")
         else:
             kwargs["type"] = str
         if f.name in ("base", "prompts", "output"):
