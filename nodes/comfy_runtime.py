@@ -18,11 +18,15 @@ def managed(module: torch.nn.Module):
     return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
 
 
-def load(patcher) -> torch.device:
-    """Load a managed model onto its compute device; returns that device."""
+def load(patcher, full: bool = True) -> torch.device:
+    """Load a managed model onto its compute device; returns that device.
+
+    Loaded whole by default: plain torch modules (transformers, segment-anything, ours) cannot run with
+    some weights left on the offload device, which ComfyUI's low-VRAM partial load would otherwise do.
+    """
     import comfy.model_management as mm
 
-    mm.load_model_gpu(patcher)
+    mm.load_models_gpu([patcher], force_full_load=full)
     return patcher.load_device
 
 
