@@ -3,7 +3,9 @@
     python bench/refl_step.py [--resolution 64] [--steps 20] [--repeats 3]
 
 A random SD-1-layout checkpoint (SD-1.5's 320-channel UNet width, one level; tiny CLIP and VAE) is trained by
-the real trainer (``ReFLTrainer``) with the tiny test scorer standing in for BLIP-2. Variants run interleaved
+the real trainer (``ReFLTrainer``) against the real caption reward on random BLIP-2 folders (``--reward``:
+the testkit's ``small`` preset, 224 px, ~13 M parameters, by default; ``tiny``; or ``toy``, the test scorer
+without BLIP-2). Variants run interleaved
 in one process; each is timed and its peak memory taken: on CUDA ``max_memory_allocated``, on CPU the
 process's peak resident set (VmHWM, reset through /proc/self/clear_refs after ``malloc_trim``) above the
 resident set before the step. The ReFL step is one optimizer step of the trainer (rollout without gradient
@@ -27,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402
 
 from realign_diff.refl.step import noise_prediction_loss  # noqa: E402
-from realign_diff.refl.trainer import ReFLTrainer  # noqa: E402
+from realign_diff.refl.trainer import ReFLTrainer, resolve_device  # noqa: E402
 from realign_testkit.refl import ToyCaptionScorer, tiny_config, write_prompts  # noqa: E402
 from realign_testkit.sd15_checkpoint import write_sd15_checkpoint  # noqa: E402
 
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--reward", choices=("blip2-small", "blip2-tiny", "toy"), default="blip2-small",
+                        help="the reward scored and differentiated in the ReFL step")
     parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
     args = parser.parse_args()
 
@@ -106,7 +110,15 @@ def main() -> None:
                              num_inference_steps=args.steps, refl_step_min=round(args.late_step * args.steps),
                              refl_step_max=round(args.late_step * args.steps), guidance_scale=args.guidance_scale, device=args.device,
                              learning_rate=1e-6, max_steps=10**6)
-        trainer = ReFLTrainer(config, ToyCaptionScorer())
+        if args.reward == "toy":
+            scorer = ToyCaptionScorer()
+        else:
+            from realign_diff.refl.scorer import load_caption_reward
+            from realign_testkit.blip2 import write_tiny_blip2
+
+            captioner, text_encoder = write_tiny_blip2(tmp / "blip2", preset=args.reward.split("-")[1])
+            scorer = load_caption_reward(str(captioner), str(text_encoder), resolve_device(args.device), None)
+        trainer = ReFLTrainer(config, scorer)
         variants = {
             ("plain", False): plain_step, ("refl", False): refl_step,
             ("plain", True): plain_step, ("refl", True): refl_step,
@@ -129,7 +141,7 @@ def main() -> None:
     params = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
     print(f"device {trainer.device}, UNet {params:.1f} M parameters, {args.resolution} px "
           f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
-          f"guidance {args.guidance_scale}, batch 1, {args.repeats} rounds (median)")
+          f"guidance {args.guidance_scale}, reward {args.reward}, batch 1, {args.repeats} rounds (median)")
     print(f"{'variant':34s} {'time s':>8s} {'peak MiB':>9s}")
     if args.verbose:
         for k in variants:

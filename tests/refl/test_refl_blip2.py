@@ -8,13 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytest.importorskip("realign_diff.reward", reason="the caption reward (issue 3) is not merged into this branch yet")
-
-from realign_diff import sd15_keys  # noqa: E402
-from realign_diff.refl.scorer import load_caption_reward  # noqa: E402
-from realign_diff.refl.trainer import ReFLTrainer  # noqa: E402
-from realign_testkit.blip2 import write_tiny_blip2  # noqa: E402
-from realign_testkit.refl import tiny_config  # noqa: E402
+from realign_diff import sd15_keys
+from realign_diff.refl.scorer import load_caption_reward
+from realign_diff.refl.trainer import ReFLTrainer
+from realign_testkit.blip2 import write_tiny_blip2
+from realign_testkit.refl import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
