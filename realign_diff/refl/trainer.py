@@ -222,7 +222,8 @@ class ReFLTrainer:
             if not torch.isfinite(out.loss).item():
                 bad = f"reward loss {out.loss.item()} (rewards {out.rewards.tolist()})"
                 break
-            self.scaler.scale(out.loss / accum).backward()
+            if out.loss.requires_grad:  # False only when every caption was empty: nothing to learn from them
+                self.scaler.scale(out.loss / accum).backward()
             self.baseline.update(out.cost)
             totals["reward_loss"] += out.loss.item() / accum
             totals["reward"] += out.rewards.mean().item() / accum

@@ -199,3 +199,18 @@ def test_early_stopping_writes_the_best_validated_weights(tmp_path, tiny_base, p
     assert all(torch.equal(written[k], v) for k, v in expected.items())
     assert saving.read_metadata(out)["realign_diff.refl.step"] == "2"
     assert saving.read_metadata(out)["realign_diff.refl.best_validation_reward"] == "0.900000"
+
+
+def test_micro_batch_whose_captions_are_all_empty_contributes_no_gradient_but_trains_on(tmp_path, tiny_base, prompts_file):
+    class EmptyCaptions(ToyCaptionScorer):
+        def score(self, images, prompts, **kwargs):
+            result = super().score(images, prompts, **kwargs)
+            result.captions = [""] * len(result.captions)
+            return result
+
+        def caption_log_prob(self, pixels, texts):
+            return torch.zeros(pixels.shape[0])  # what a real scorer returns for empty texts: no graph
+
+    trainer = ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), EmptyCaptions())
+    metrics = trainer.optimizer_step()
+    assert metrics["skipped"] == 0 and metrics["pre_loss"] > 0  # L_pre still trained the step
