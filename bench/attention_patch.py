@@ -2,7 +2,8 @@
 
 Full-shape random-weight SD-1.5 checkpoint, two objects (left/right halves, scores 2 and 0.5).
 The two variants alternate within one process; the script prints the median step time of each and
-the median of the paired ratios. Needs COMFYUI_PATH.
+the median of the paired ratios, in wall time and in process CPU time (steadier on a shared machine).
+Needs COMFYUI_PATH.
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/attention_patch.py [--size 256] [--steps 4] [--repeats 5] [--gpu]
 """
@@ -59,22 +60,27 @@ def main():
 
     def run(which):
         m, pos = (patched, positive) if which == "patched" else (model, plain_positive)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         comfyui.nodes.common_ksampler(m, 1, args.steps, 5.0, "euler", "normal", pos, negative, latent, disable_noise=False)
-        return (time.perf_counter() - start) / args.steps
+        if args.gpu:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / args.steps, (time.process_time() - start_cpu) / args.steps
 
     run("plain"), run("patched")  # warm-up: model load, allocator, caches
     times = {"plain": [], "patched": []}
     for r in range(args.repeats):
         for which in (("plain", "patched") if r % 2 == 0 else ("patched", "plain")):
             times[which].append(run(which))
-    ratios = [p / u for p, u in zip(times["patched"], times["plain"])]
     device = "GPU" if args.gpu else "CPU"
-    print(f"{device}, {args.size}px, {args.steps} steps x {args.repeats} runs each, cfg batch 2")
-    for which, values in times.items():
-        print(f"  {which:8s} median step {statistics.median(values):.3f} s  ({', '.join(f'{v:.3f}' for v in values)})")
-    print(f"  patched / plain: median of paired ratios {statistics.median(ratios):.3f}x "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    print(f"{device}, {args.size}px, {args.steps} steps x {args.repeats} runs each, cfg batch 2, {torch.get_num_threads()} threads")
+    for index, clock in enumerate(("wall", "process CPU")):
+        for which, values in times.items():
+            per_run = [v[index] for v in values]
+            print(f"  {clock:11s} {which:8s} median step {statistics.median(per_run):.3f} s  "
+                  f"({', '.join(f'{v:.3f}' for v in per_run)})")
+        ratios = [p[index] / u[index] for p, u in zip(times["patched"], times["plain"])]
+        print(f"  {clock:11s} patched / plain: median of paired ratios {statistics.median(ratios):.3f}x "
+              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@
 - ``grounding``: GroundingDINO SwinT OGC (with bert-base-uncased's shapes), written as an original
   ``{"model": ...}`` checkpoint and loaded through ``load_grounding_dino(config="auto")``, then detection
   latency on a 512 px image, at 512 px (no resize) and at the default 800 px.
+- ``captioner``: the whole Local Dense Captioner pipeline (``caption_images``: RAM Swin-L 384 + offline scorer
+  + GroundingDINO SwinT OGC at its default 800 px + SAM ViT-B) on 512 px images, 1 vs 2 images per call, with
+  the time of each stage.
 
 Each benchmark runs its compared variants interleaved in one process and prints ratios; no timing is asserted.
 CPU unless a GPU is present (none was lent when these were written). Wall time on a shared machine is noisy:
 the RAM benchmark prints the process CPU time too. Peak memory: about 3.3 GiB (SAM's global attention at
-1024 px), 2.1 GiB (GroundingDINO), 2.3 GiB (RAM).
+1024 px), 2.1 GiB (GroundingDINO), 2.3 GiB (RAM), 4.9 GiB for the whole captioner (the three models together).
 """
 
 from __future__ import annotations
@@ -171,10 +174,104 @@ def bench_grounding(repeats: int = 3) -> dict[str, float]:
     return {"load": load_seconds, **result}
 
 
+CAPTIONER_PROMPT = "a red book and a yellow pen on a wooden desk next to a lamp"
+
+
+def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -> dict:
+    """End-to-end Local Dense Captioner latency on 512 px images: RAM (Swin-L 384), the offline scorer,
+    GroundingDINO SwinT OGC (bert-base-uncased shapes, 800 px as in the original inference) and SAM ViT-B, all at
+    the released shapes with random weights, through ``caption_images`` exactly as the node runs it.
+
+    Random weights tag random classes, so the work is set to what a real image of the prompt gives: RAM's top 10
+    tags (all scored 0 by the offline scorer here), the 4 objects the prompt names (``add_prompt_objects``) sent
+    to GroundingDINO, and a box threshold calibrated once so that ``boxes`` boxes reach SAM (its image embedding is
+    computed once per image).
+
+    No warm-up call (one call takes minutes on a 2-core CPU): every call is reported, the first included. With
+    ``batches=(1, 2)`` the per-image time of both is compared (measured once: 1.00x, batching gains nothing on CPU).
+    """
+    from transformers import BertConfig, BertTokenizerFast
+
+    from realign_diff.captioner.grounding import SWINT_OGC, GroundingDinoDetector, build_model
+    from realign_diff.captioner.lexicon import all_nouns
+    from realign_diff.captioner.offline_scorer import OfflineScorer, prompt_objects
+    from realign_diff.captioner.pipeline import CaptionerSettings, caption_images
+    from realign_diff.captioner.ram import RamConfig, RamTagger
+    from realign_diff.captioner.sam import SAM_CONFIGS, SamSegmenter, build_sam
+
+    torch.manual_seed(0)
+    config = RamConfig.official("ram")
+    names = sorted(all_nouns() - {name for name, _ in prompt_objects(CAPTIONER_PROMPT)})
+    names = (names + [f"tag{i}" for i in range(config.num_classes)])[: config.num_classes]
+    tagger = RamTagger(config, names).eval().requires_grad_(False)
+    with torch.no_grad():
+        tagger.label_embed.normal_(0, 0.02)
+    with tempfile.TemporaryDirectory(prefix="realign-bench-") as folder:
+        (Path(folder) / "vocab.txt").write_text("\n".join(VOCAB + ["red", "yellow", "wooden", "next", "to", "a", "on"]) + "\n")
+        tokenizer = BertTokenizerFast.from_pretrained(folder)
+    model = build_model(SWINT_OGC, tokenizer, BertConfig()).eval().requires_grad_(False)
+    detector = GroundingDinoDetector(model, tokenizer, SWINT_OGC)
+    segmenter = SamSegmenter(build_sam(SAM_CONFIGS["vit_b"]).eval().requires_grad_(False), SAM_CONFIGS["vit_b"])
+    images = {b: _synthetic_images(b, 512) for b in batches}
+    objects = [name for name, _ in prompt_objects(CAPTIONER_PROMPT)]
+
+    # the box threshold that lets about ``boxes`` boxes through on these weights (once, not timed)
+    found = detector.detect(images[batches[0]][0], objects, box_threshold=0.0, text_threshold=0.0)
+    confidences = sorted((d.confidence for d in found), reverse=True)
+    box_threshold = confidences[min(boxes, len(confidences)) - 1] if confidences else 0.0
+    settings = CaptionerSettings(ram_threshold=0.0, ram_top_k=10, box_threshold=box_threshold, text_threshold=0.0,
+                                 nms_threshold=0.5)
+
+    stages: dict[int, list[dict[str, float]]] = {b: [] for b in batches}
+
+    def run(b):
+        def call():
+            cpu_start = time.process_time()
+            marks = [time.perf_counter()]
+            results = caption_images(images[b], CAPTIONER_PROMPT, tagger=tagger, scorer=OfflineScorer(), detector=detector,
+                                     segmenter=segmenter, settings=settings, on_step=lambda n=1: marks.append(time.perf_counter()))
+            # marks: start, tagged, then per image: scored, detected, segmented, done
+            split = {"tag": marks[1] - marks[0], "score": 0.0, "detect": 0.0, "segment": 0.0}
+            for i in range(b):
+                scored, detected, segmented, done = marks[2 + 4 * i : 6 + 4 * i]
+                previous = marks[1 + 4 * i]
+                split["score"] += scored - previous
+                split["detect"] += detected - scored
+                split["segment"] += segmented - detected + done - segmented
+            split["process CPU"] = time.process_time() - cpu_start
+            stages[b].append(split)
+            call.objects = sum(len(r.guidance.objects) for r in results)
+        return call
+
+    runs = {b: run(b) for b in batches}
+    calls: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(repeats):
+        for b in batches:  # interleaved
+            calls[b] += _timed(runs[b], 1)
+    seconds = {f"batch {b}": min(times) for b, times in calls.items()}
+    print(f"Local Dense Captioner end to end, 512x512 images, offline scorer, CPU, {torch.get_num_threads()} threads "
+          f"(RAM Swin-L 384 + GroundingDINO SwinT OGC at 800 px + SAM ViT-B; random weights; "
+          f"{len(objects)} prompt objects grounded, box threshold {box_threshold:.3f} for ~{boxes} boxes)")
+    for b in batches:
+        last = stages[b][-1]
+        per_stage = ", ".join(f"{name} {value / b:.1f}" for name, value in last.items() if name != "process CPU")
+        cpu = last["process CPU"] / b
+        every = ", ".join(f"{t:.1f}" for t in calls[b])
+        print(f"  batch {b}: {seconds[f'batch {b}']:7.2f} s per call (best of: {every}), {seconds[f'batch {b}'] / b:6.2f} s "
+              f"per image; last call per image: {per_stage} s, process CPU time {cpu:.1f} s; {runs[b].objects} objects found")
+    if len(batches) > 1:
+        first, last = batches[0], batches[-1]
+        ratio = (seconds[f"batch {last}"] / last) / (seconds[f"batch {first}"] / first)
+        print(f"  per-image time, batch {last} / batch {first}: {ratio:.2f}x")
+    print(f"  peak RSS {_peak_rss_gib():.2f} GiB")
+    return {"box_threshold": box_threshold, **seconds}
+
+
 BENCHMARKS = {
     "ram": bench_ram,
     "sam": bench_sam,
     "grounding": bench_grounding,
+    "captioner": bench_captioner_end_to_end,
 }
 
 

@@ -7,7 +7,7 @@ from realign_diff import clip_tokenizer
 from realign_diff.guidance import GuidedObject, RealignGuidance
 from realign_diff.patch_plan import MAX_CHUNKS, plan_patch
 
-START, END = 49406, 49407
+from realign_testkit.clip_stream import clip_stream, word_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +18,9 @@ def tok(tmp_path_factory):
         pytest.skip(str(error))
 
     def text(t):
-        ids = tokenizer(t, add_special_tokens=False).input_ids
-        out = []
-        for i in range(0, max(len(ids), 1), 75):
-            chunk = [START] + ids[i : i + 75] + [END]
-            out += chunk + [END] * (77 - len(chunk))
-        return out
+        return clip_stream(tokenizer, t)
 
-    def word(w):
-        return tokenizer(w, add_special_tokens=False).input_ids
-
+    word = word_tokenizer(tokenizer)
     return text, word, tokenizer
 
 

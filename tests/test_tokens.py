@@ -5,7 +5,8 @@ import pytest
 from realign_diff import clip_tokenizer
 from realign_diff.tokens import conditioning_text, find_phrase, locate_object, split_words, tag_variants
 
-START, END = 49406, 49407
+from realign_testkit.clip_stream import END, START, clip_stream
+from realign_testkit.clip_stream import word_tokenizer as word_ids
 
 
 @pytest.fixture(scope="module")
@@ -17,17 +18,7 @@ def tokenizer(tmp_path_factory):
 
 
 def stream_of(tokenizer, text):
-    """Chunked like ComfyUI's SD-1 tokenizer for plain text: 75 tokens + start/end per chunk, padded to 77."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    stream = []
-    for i in range(0, max(len(ids), 1), 75):
-        chunk = [START] + ids[i : i + 75] + [END]
-        stream += chunk + [END] * (77 - len(chunk))
-    return stream
-
-
-def word_ids(tokenizer):
-    return lambda word: tokenizer(word, add_special_tokens=False).input_ids
+    return clip_stream(tokenizer, text)
 
 
 def punctuation(tokenizer):

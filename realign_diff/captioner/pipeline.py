@@ -1,0 +1,232 @@
+"""The Local Dense Captioner pipeline: image + prompt -> ``RealignGuidance`` (one per image).
+
+1. The tagger (RAM) tags every image of the batch.
+2. The prompt's own objects that the tagger missed are added as candidates (``add_prompt_objects``):
+   RAM often misses a small or half-drawn object, and an object the prompt names is exactly one the
+   fine stage must place. GroundingDINO then decides whether it is in the image.
+3. The scorer (offline or LLM) gives each candidate a score (2 / 0.5 / 0) and a local caption.
+4. Grounded-SAM finds a mask for every candidate with a score above 0. Score-0 objects are left out: in
+   the attention patch a score of 0 cancels the push inside the mask but keeps the pull-down outside it,
+   which would pin an unwanted object's words to where it already is. It is asked for the *tag*, not the
+   caption: the coarse image may show a blue pen where the prompt wants "a yellow pen", and it is that
+   pen the fine stage must find and repaint.
+5. Each found object becomes a ``GuidedObject(tag, score, caption, mask, box, confidence)``.
+
+No detection is a normal result: an empty guidance. Everything here is plain torch; the models come in
+as objects with the interfaces below (``realign_diff.captioner.ram`` and ``.grounded_sam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..guidance import GuidedObject, RealignGuidance
+from .offline_scorer import prompt_objects, same_name
+from .scoring import ScoringResult, TagScorer, normalize_tag, unique_tags
+
+
+@dataclass(frozen=True)
+class CaptionerSettings:
+    ram_threshold: float | None = None  # None: the tagger's per-class thresholds
+    ram_threshold_overrides: dict[str, float] | None = None  # tag -> threshold
+    ram_top_k: int | None = None  # at most this many tags per image (None: all)
+    exclude_tags: tuple[str, ...] = ()  # never used, whoever names them
+    box_threshold: float = 0.25
+    text_threshold: float = 0.2
+    nms_threshold: float = 0.5
+    add_prompt_objects: bool = True
+
+
+@dataclass
+class Candidate:
+    tag: str
+    origin: str  # "tagger" or "prompt"
+    tagger_score: float | None = None
+    score: float | None = None
+    caption: str = ""
+    grounded: bool = False  # sent to Grounded-SAM (score > 0)
+    found: bool = False  # Grounded-SAM returned a mask for it
+
+    def to_dict(self) -> dict:
+        return {
+            "tag": self.tag,
+            "origin": self.origin,
+            "tagger_score": None if self.tagger_score is None else round(float(self.tagger_score), 4),
+            "score": self.score,
+            "caption": self.caption,
+            "grounded": self.grounded,
+            "found": self.found,
+        }
+
+
+@dataclass
+class CaptionedImage:
+    guidance: RealignGuidance
+    scoring: ScoringResult
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        guidance = self.guidance.to_dict()
+        for obj in guidance["objects"]:  # pixels to 0.01, confidences to 1e-4: readable JSON
+            obj["box"] = None if obj["box"] is None else [round(float(v), 2) for v in obj["box"]]
+            obj["confidence"] = None if obj["confidence"] is None else round(float(obj["confidence"]), 4)
+        return {
+            **guidance,
+            "scoring": {k: v for k, v in self.scoring.to_dict().items() if k != "entries"},
+            "tags": [c.to_dict() for c in self.candidates],
+        }
+
+
+def progress_steps(batch: int) -> int:
+    """Progress units of ``caption_images`` for a batch: tagging, then scoring and grounding per image."""
+    return 1 + 2 * batch
+
+
+def candidates_for(prompt: str, tags, settings: CaptionerSettings) -> list[Candidate]:
+    """The tagger's tags (as ``(name, score)`` pairs or objects with ``.name``/``.score``), plus the
+    prompt's objects that none of them names (same word or a synonym). A tag of a wider kind does not
+    count: with "a man and a woman" and the tag "person", "man" and "woman" are still looked for, each
+    with its own mask and caption."""
+    excluded = {normalize_tag(t) for t in settings.exclude_tags}
+    out: list[Candidate] = []
+    seen: set[str] = set()
+    for tag in tags:
+        name, score = (tag.name, tag.score) if hasattr(tag, "name") else (tag[0], tag[1])
+        key = normalize_tag(name)
+        if key and key not in seen and key not in excluded:
+            seen.add(key)
+            out.append(Candidate(tag=str(name).strip(), origin="tagger", tagger_score=float(score)))
+    if settings.add_prompt_objects:
+        tagged = [c.tag for c in out]
+        for name, _ in prompt_objects(prompt):
+            key = normalize_tag(name)
+            if key in seen or key in excluded or any(same_name(name, t) for t in tagged):
+                continue
+            seen.add(key)
+            out.append(Candidate(tag=name, origin="prompt"))
+    return out
+
+
+def caption_images(
+    images: torch.Tensor,
+    prompt: str,
+    *,
+    tagger,
+    scorer: TagScorer,
+    detector,
+    segmenter,
+    settings: CaptionerSettings | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[CaptionedImage]:
+    """One ``CaptionedImage`` per image of ``images`` ([B, H, W, 3] in [0, 1], ComfyUI's IMAGE layout).
+
+    ``tagger.tag(images, threshold=, threshold_overrides=, top_k=, exclude=)`` -> per image a list of
+    tags; ``ground_tags(detector, segmenter, image, tags, ...)`` -> grounded objects. ``on_step(n)``
+    advances progress by n units (``progress_steps``) and may raise to cancel.
+    """
+    from .grounded_sam import ground_tags
+
+    settings = settings or CaptionerSettings()
+    step = on_step or (lambda n=1: None)
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3] (ComfyUI IMAGE), got {tuple(images.shape)}")
+    batch, height, width = images.shape[:3]
+
+    tag_lists = tagger.tag(
+        images,
+        threshold=settings.ram_threshold,
+        threshold_overrides=settings.ram_threshold_overrides or None,
+        top_k=settings.ram_top_k,
+        exclude=_known_tags(tagger, settings.exclude_tags) or None,
+    )
+    if len(tag_lists) != batch:
+        raise RuntimeError(f"the tagger returned {len(tag_lists)} tag lists for {batch} images")
+    step(1)
+
+    results = []
+    for index in range(batch):
+        candidates = candidates_for(prompt, tag_lists[index], settings)
+        scoring = scorer.score(prompt, [c.tag for c in candidates])
+        by_tag = {normalize_tag(e.tag): e for e in scoring.entries}
+        for c in candidates:
+            entry = by_tag.get(normalize_tag(c.tag))
+            if entry is not None:
+                c.score, c.caption = entry.score, entry.caption
+                c.grounded = entry.score > 0
+        step(1)
+
+        to_ground = [c for c in candidates if c.grounded]
+        grounded = []
+        if to_ground:
+            grounded = ground_tags(
+                detector,
+                segmenter,
+                images[index],
+                [c.tag for c in to_ground],
+                box_threshold=settings.box_threshold,
+                text_threshold=settings.text_threshold,
+                nms_threshold=settings.nms_threshold,
+                on_step=lambda n=1: step(0),  # Cancel checks only; this image's grounding is one unit
+            )
+        objects = _guided_objects(to_ground, grounded, height, width)
+        step(1)
+        guidance = RealignGuidance(prompt=prompt, width=width, height=height, objects=objects, source=scoring.source)
+        results.append(CaptionedImage(guidance=guidance, scoring=scoring, candidates=candidates))
+    return results
+
+
+def _known_tags(tagger, names) -> list[str]:
+    """The names the tagger knows (so they do not take top-k places); the others, which may be prompt
+    objects, are excluded after tagging (``candidates_for``)."""
+    if not hasattr(tagger, "tag_index"):
+        return list(names)
+    known = []
+    for name in names:
+        try:
+            tagger.tag_index(name)
+        except KeyError:
+            continue
+        known.append(name)
+    return known
+
+
+def _guided_objects(candidates: list[Candidate], grounded, height: int, width: int) -> list[GuidedObject]:
+    """Grounded objects matched back to their candidates (by tag), in the candidates' order."""
+    by_key: dict[str, object] = {}
+    for g in grounded:
+        by_key.setdefault(normalize_tag(g.tag), g)
+    objects = []
+    for c in candidates:
+        g = by_key.get(normalize_tag(c.tag))
+        if g is None:
+            continue
+        mask = torch.as_tensor(g.mask).float()
+        if tuple(mask.shape) != (height, width):
+            raise RuntimeError(f"Grounded-SAM returned a {tuple(mask.shape)} mask for {c.tag!r} on a {height}x{width} image")
+        c.found = True
+        box = tuple(float(v) for v in g.box) if g.box is not None else None
+        confidence = None if g.confidence is None else float(g.confidence)
+        objects.append(GuidedObject(tag=c.tag, score=c.score, caption=c.caption, mask=mask, box=box, confidence=confidence))
+    return objects
+
+
+def masks_batch(results: list[CaptionedImage]) -> torch.Tensor:
+    """Every object's mask of every image, [N, H, W] (ComfyUI MASK). With no object at all, one empty
+    mask, so nodes downstream still get a valid MASK."""
+    masks = [o.mask for r in results for o in r.guidance.objects]
+    if masks:
+        return torch.stack(masks)
+    g = results[0].guidance if results else None
+    return torch.zeros(1, g.height if g else 64, g.width if g else 64)
+
+
+def guidance_json(results: list[CaptionedImage], indent: int | None = 2) -> str:
+    """The JSON of the node's STRING output: per image the guidance, how it was scored, and every tag."""
+    import json
+
+    return json.dumps({"format": "realign-guidance/1", "images": [r.to_dict() for r in results]}, indent=indent)
