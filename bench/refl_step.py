@@ -1,0 +1,162 @@
+"""Cost of one ReFL step against one plain noise-prediction training step, with and without gradient checkpointing.
+
+    python bench/refl_step.py [--resolution 64] [--steps 20] [--repeats 3]
+
+A random SD-1-layout checkpoint (SD-1.5's 320-channel UNet width, one level; tiny CLIP and VAE) is trained by
+the real trainer (``ReFLTrainer``) against the real caption reward on random BLIP-2 folders (``--reward``:
+the testkit's ``small`` preset, 224 px, ~13 M parameters, by default; ``tiny``; or ``toy``, the test scorer
+without BLIP-2). Variants run interleaved
+in one process; each is timed and its peak memory taken: on CUDA ``max_memory_allocated``, on CPU the
+process's peak resident set (VmHWM, reset through /proc/self/clear_refs after ``malloc_trim``) above the
+resident set before the step. The ReFL step is one optimizer step of the trainer (rollout without gradient
+to a fixed late step k, one UNet call with gradient, VAE decode, surrogate, backward, plus L_pre);
+the plain step is one noise-prediction loss with backward and the same optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import torch  # noqa: E402
+
+from realign_diff.refl.step import noise_prediction_loss  # noqa: E402
+from realign_diff.refl.trainer import ReFLTrainer, resolve_device  # noqa: E402
+from realign_testkit.refl import ToyCaptionScorer, tiny_config, write_prompts  # noqa: E402
+from realign_testkit.sd15_checkpoint import write_sd15_checkpoint  # noqa: E402
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak memory of a block, in MiB, above what was in use when it started."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            try:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            except OSError:
+                pass
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            self.start = _status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        else:
+            self.mib = (_status_kb("VmHWM") * 1024 - self.start) / 2**20
+
+
+def plain_step(trainer: ReFLTrainer) -> None:
+    c = trainer.config
+    trainer.optimizer.zero_grad(set_to_none=True)
+    prompts = [trainer.train_prompts[i] for i in trainer.sampler.take(c.train_batch_size)]
+    latents = trainer._noise(len(prompts), trainer.generator)
+    loss = noise_prediction_loss(trainer.unet, trainer.ddim, latents, trainer._encode(prompts), trainer.generator, trainer._autocast())
+    loss.backward()
+    trainer.optimizer.step()
+
+
+def refl_step(trainer: ReFLTrainer) -> None:
+    trainer.optimizer_step()
+
+
+def set_checkpointing(trainer: ReFLTrainer, enabled: bool) -> None:
+    for module in (trainer.unet, trainer.vae):
+        module.enable_gradient_checkpointing() if enabled else module.disable_gradient_checkpointing()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", type=int, default=64, help="image size (the tiny VAE halves it once)")
+    parser.add_argument("--steps", type=int, default=20, help="T, DDIM steps of the rollout")
+    parser.add_argument("--late-step", type=float, default=0.79,
+                        help="gradient step k = round(late_step * T), fixed so every variant does the same work "
+                             "(0.79: the mean of the paper's 30..49 of 50)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--reward", choices=("blip2-small", "blip2-tiny", "toy"), default="blip2-small",
+                        help="the reward scored and differentiated in the ReFL step")
+    parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = write_sd15_checkpoint(tmp / "base.safetensors", small_unet=True, tiny_clip_vae=True)
+        config = tiny_config(base, write_prompts(tmp / "p.txt"), tmp / "out.safetensors", resolution=args.resolution,
+                             num_inference_steps=args.steps, refl_step_min=round(args.late_step * args.steps),
+                             refl_step_max=round(args.late_step * args.steps), guidance_scale=args.guidance_scale, device=args.device,
+                             learning_rate=1e-6, max_steps=10**6)
+        if args.reward == "toy":
+            scorer = ToyCaptionScorer()
+        else:
+            from realign_diff.refl.scorer import load_caption_reward
+            from realign_testkit.blip2 import write_tiny_blip2
+
+            captioner, text_encoder = write_tiny_blip2(tmp / "blip2", preset=args.reward.split("-")[1])
+            scorer = load_caption_reward(str(captioner), str(text_encoder), resolve_device(args.device), None)
+        trainer = ReFLTrainer(config, scorer)
+        variants = {
+            ("plain", False): plain_step, ("refl", False): refl_step,
+            ("plain", True): plain_step, ("refl", True): refl_step,
+        }
+        times = {k: [] for k in variants}
+        peaks = {k: [] for k in variants}
+        for round_ in range(args.repeats + 1):
+            for (name, ckpt), fn in variants.items():
+                set_checkpointing(trainer, ckpt)
+                with PeakMemory(trainer.device) as memory:
+                    start = time.perf_counter()
+                    fn(trainer)
+                    if trainer.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    seconds = time.perf_counter() - start
+                if round_:  # round 0 warms up
+                    times[(name, ckpt)].append(seconds)
+                    peaks[(name, ckpt)].append(memory.mib)
+
+    params = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
+    print(f"device {trainer.device}, UNet {params:.1f} M parameters, {args.resolution} px "
+          f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
+          f"guidance {args.guidance_scale}, reward {args.reward}, batch 1, {args.repeats} rounds (median)")
+    print(f"{'variant':34s} {'time s':>8s} {'peak MiB':>9s}")
+    if args.verbose:
+        for k in variants:
+            print(k, ["%.2f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
+    med = {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in variants}
+    for (name, ckpt), (t, m) in med.items():
+        print(f"{name + (' + grad checkpointing' if ckpt else ''):34s} {t:8.2f} {m:9.1f}")
+    for ckpt in (False, True):
+        (tp, mp), (tr, mr) = med[("plain", ckpt)], med[("refl", ckpt)]
+        label = "with" if ckpt else "without"
+        print(f"ReFL / plain, {label} gradient checkpointing: time x{tr / tp:.2f}, peak memory x{mr / max(mp, 1e-9):.2f}")
+    for name in ("plain", "refl"):
+        (t0, m0), (t1, m1) = med[(name, False)], med[(name, True)]
+        print(f"{name}: gradient checkpointing / none: time x{t1 / t0:.2f}, peak memory x{m1 / max(m0, 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Writing results and resumable checkpoints, always atomically (temp file or folder, then rename)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from .. import sd15_keys
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def unet_to_checkpoint_tensors(unet_state: dict[str, torch.Tensor], unet_config: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """diffusers UNet weights -> ``model.diffusion_model.*`` tensors on CPU in ``dtype``."""
+    return {k: v.detach().to("cpu", dtype) for k, v in sd15_keys.unet_to_ldm(unet_state, unet_config).items()}
+
+
+def write_checkpoint_with_unet(base_path: str | Path, out_path: str | Path, unet_tensors: dict[str, torch.Tensor],
+                               metadata: dict[str, str]) -> Path:
+    """The base checkpoint with its UNet tensors replaced by ``unet_tensors``; every other tensor as it was."""
+    from .models import read_checkpoint
+
+    base = read_checkpoint(base_path)
+    base_unet = {k for k in base if k.startswith(sd15_keys.UNET_PREFIX)}
+    if base_unet != set(unet_tensors):
+        raise ValueError(
+            f"trained UNet keys differ from the base file's: {sorted(base_unet ^ set(unet_tensors))[:5]} (a bug, please report)"
+        )
+    for key, tensor in unet_tensors.items():
+        if tensor.shape != base[key].shape:
+            raise ValueError(f"{key}: trained shape {tuple(tensor.shape)} != base {tuple(base[key].shape)}")
+    merged = {k: unet_tensors.get(k, v) for k, v in base.items()}
+    meta = {}
+    if str(base_path).endswith(".safetensors"):
+        meta.update(read_metadata(base_path))
+    meta.update(metadata)
+    return atomic_save_safetensors(merged, out_path, meta)
+
+
+# --- resumable training checkpoints -----------------------------------------------------------------------
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() for m in [CHECKPOINT_RE.match(p.name)] if m]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def save_training_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, torch.Tensor], state: dict,
+                             total_limit: int = 0) -> Path:
+    """``run_dir/checkpoint-<step>/`` with ``trainable.safetensors`` and ``state.pt``, written as a whole or not at all."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"checkpoint-{step}"
+    tmp = run_dir / f".checkpoint-{step}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / "trainable.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    if final.exists():  # the same step saved again after a resume: swap, never leave a half folder
+        old = run_dir / f".checkpoint-{step}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    if total_limit > 0:
+        for _, path in list_checkpoints(run_dir)[:-total_limit]:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def load_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "trainable.safetensors").is_file() or not (path / "state.pt").is_file():
+        raise FileNotFoundError(f"{path} is not a training checkpoint (needs trainable.safetensors and state.pt)")
+    return load_file(str(path / "trainable.safetensors")), torch.load(path / "state.pt", map_location="cpu", weights_only=True)

@@ -1,0 +1,471 @@
+"""The ReFL training loop: build everything from a config, run optimizer steps, validate, checkpoint, save."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..clip_tokenizer import load_clip_tokenizer
+from . import data as data_mod
+from . import saving
+from .config import ConfigError, TrainConfig
+from .lora import UNetLoRA
+from .metrics import MetricsLogger
+from .models import BaseCheckpointError, encode_prompts, load_base
+from .scorer import check_reward_folders, check_scorer, load_caption_reward
+from .step import DDIM, Conditioning, RewardBaseline, RewardOutput, decode_pixels, encode_images, noise_prediction_loss, predict_noise, reward_surrogate, rollout
+
+log = logging.getLogger("realign_diff.refl")
+
+_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    steps: int
+    best_step: int | None
+    best_validation_reward: float | None
+    stopped_early: bool
+    run_dir: Path
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_step_end`` callback to end the run at once (used to simulate a killed run)."""
+
+
+def check_paths(config: TrainConfig) -> None:
+    """The errors a user can fix before anything heavy is loaded."""
+    base, output = Path(config.base), Path(config.output)
+    if not base.is_file():
+        raise BaseCheckpointError(f"base checkpoint not found: {base}")
+    if not Path(config.prompts).is_file():
+        raise FileNotFoundError(f"prompts file not found: {config.prompts}")
+    if output.resolve() == base.resolve() or (output.exists() and output.samefile(base)):
+        raise ConfigError(f"--output {output} would overwrite the base checkpoint; choose another file name")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ReFLTrainer:
+    def __init__(self, config: TrainConfig, scorer=None, on_step_end: Callable[[int], None] | None = None):
+        config.validate()
+        check_paths(config)
+        if scorer is None:
+            check_reward_folders(config.captioner, config.text_encoder)
+        self.config, self.on_step_end = config, on_step_end
+        self.device = resolve_device(config.device)
+        cuda = self.device.type == "cuda"
+        mixed = config.mixed_precision
+        if mixed == "auto":
+            mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+        frozen = config.frozen_dtype if config.frozen_dtype != "auto" else ("fp16" if cuda else "fp32")
+        self.mixed, self.frozen_dtype = mixed, _HALF[frozen]
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed)
+        # 2**12 rather than torch's 2**16: every step skipped while the scale comes down costs a whole
+        # accumulation of rollouts, and ReFL's gradients are small (lambda = 1e-3) anyway
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12, enabled=mixed == "fp16")
+        self.run_dir = config.resolved_run_dir()
+        self._load_data()
+        self._build_models()
+        self.scorer = scorer if scorer is not None else load_caption_reward(config.captioner, config.text_encoder, self.device, self.frozen_dtype)
+        check_scorer(self.scorer)
+        self._build_optimizer()
+        self.ddim = DDIM(config.num_inference_steps)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.baseline = RewardBaseline(config.baseline, config.baseline_decay)
+        self.global_step = 0
+        self.best_reward: float | None = None
+        self.best_step: int | None = None
+        self.bad_validations = 0
+        resumed = self._maybe_resume()
+        self.metrics = MetricsLogger(self.run_dir, config.tensorboard, resume_step=self.global_step if resumed else None)
+        self.resumed = resumed
+
+    # --- building ---------------------------------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        c = self.config
+        prompts = data_mod.read_prompts(c.prompts)
+        if c.validation_prompts:
+            self.train_prompts, self.val_prompts = prompts, data_mod.read_prompts(c.validation_prompts)
+        else:
+            self.train_prompts, self.val_prompts = data_mod.split_validation(prompts, c.validation_split, c.seed)
+        self.val_prompts = self.val_prompts[: c.max_validation_prompts]
+        self.pairs = data_mod.read_pairs(c.pairs, c.pairs_image_root) if c.pairs else []
+        self.sampler = data_mod.EpochSampler(len(self.train_prompts), c.seed)
+        self.pair_sampler = data_mod.EpochSampler(len(self.pairs), c.seed + 1) if self.pairs else None
+
+    def _build_models(self) -> None:
+        c = self.config
+        base = load_base(c.base)
+        self.unet_config = base.unet_config
+        if c.resolution % base.latent_multiple:
+            raise ConfigError(f"--resolution {c.resolution} must be a multiple of {base.latent_multiple} for this model")
+        self.latent_size = c.resolution // base.vae_scale_factor
+        self.latent_channels = base.vae_config["latent_channels"]
+        self.scaling_factor = base.vae_config["scaling_factor"]
+        self.vae = base.vae.to(self.device, self.frozen_dtype)
+        self.text_encoder = base.text_encoder.to(self.device, self.frozen_dtype)
+        self.tokenizer = load_clip_tokenizer(c.tokenizer)
+        self.unet = base.unet
+        if c.lora:
+            # the frozen base UNet may sit in half precision only when autocast does the mixing
+            unet_dtype = self.frozen_dtype if self.autocast_dtype is not None else torch.float32
+            self.unet.to(self.device, unet_dtype)
+            self.lora = UNetLoRA(self.unet, c.lora, c.resolved_lora_alpha()).to(self.device, torch.float32)
+            self.trainable: torch.nn.Module = self.lora
+        else:
+            self.lora = None
+            self.unet.to(self.device, torch.float32).requires_grad_(True)
+            self.trainable = self.unet
+        if c.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            self.vae.enable_gradient_checkpointing()
+        self._empty = None
+
+    def _build_optimizer(self) -> None:
+        c = self.config
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.params = params
+        kwargs = dict(lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.adam_weight_decay, eps=c.adam_epsilon)
+        if c.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as exc:
+                raise ConfigError("--use-8bit-adam needs bitsandbytes: `pip install bitsandbytes` (CUDA only)") from exc
+            self.optimizer = bnb.optim.AdamW8bit(params, **kwargs)
+        else:
+            self.optimizer = torch.optim.AdamW(params, **kwargs)
+        warmup = c.lr_warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+
+    # --- pieces of a step -------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts, self.device).float()
+
+    def _conditioning(self, prompts: list[str]) -> Conditioning:
+        cond = self._encode(prompts)
+        if self.config.guidance_scale == 1.0:
+            return Conditioning(cond, None)
+        if self._empty is None:
+            self._empty = self._encode([""])
+        return Conditioning(cond, self._empty.expand_as(cond), self.config.guidance_scale)
+
+    def _noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        shape = (batch, self.latent_channels, self.latent_size, self.latent_size)
+        return torch.randn(shape, generator=generator).to(self.device)
+
+    def reward_step(self, prompts: list[str]) -> RewardOutput:
+        """Rollout without gradient to a random late step, one UNet call with gradient, x0', decode, surrogate."""
+        c = self.config
+        conditioning = self._conditioning(prompts)
+        noise = self._noise(len(prompts), self.generator)
+        index = int(torch.randint(c.refl_step_min, c.refl_step_max + 1, (1,), generator=self.generator))
+        x_t = rollout(self.unet, self.ddim, noise, conditioning, index, self._autocast())
+        with self._autocast():
+            eps = predict_noise(self.unet, x_t, self.ddim.timesteps[index], conditioning)
+        x0 = self.ddim.predict_x0(x_t, eps, index)
+        pixels = decode_pixels(self.vae, x0, self.scaling_factor)
+        with torch.no_grad():
+            scored = self.scorer.score(pixels.detach().permute(0, 2, 3, 1), prompts,
+                                       max_new_tokens=c.caption_max_new_tokens, num_beams=c.caption_num_beams)
+        rewards = torch.as_tensor(scored.rewards, dtype=torch.float32).detach().cpu()
+        captions = list(scored.captions)
+        log_p_caption = self.scorer.caption_log_prob(pixels, captions)
+        log_p_prompt = self.scorer.caption_log_prob(pixels, prompts) if c.prompt_likelihood_weight else None
+        cost = torch.relu(c.reward_margin - rewards)
+        loss, cost = reward_surrogate(rewards, log_p_caption, self.baseline(cost), c.reward_weight, c.reward_margin,
+                                      log_p_prompt, c.prompt_likelihood_weight)
+        return RewardOutput(loss, rewards, cost, captions, x0.detach(), index)
+
+    def pre_loss(self, reward_out: RewardOutput, prompts: list[str]) -> torch.Tensor:
+        """L_pre on real pairs when given, else on the rollout's own (detached) x0' latents."""
+        if self.pairs:
+            batch = [self.pairs[i] for i in self.pair_sampler.take(len(prompts))]
+            images = torch.stack([data_mod.load_image(p.image, self.config.resolution) for p in batch]).to(self.device)
+            latents = encode_images(self.vae, images, self.scaling_factor, self.generator)
+            cond = self._encode([p.caption for p in batch])
+        else:
+            latents, cond = reward_out.x0_latents, self._encode(prompts)
+        return noise_prediction_loss(self.unet, self.ddim, latents, cond, self.generator, self._autocast())
+
+    def optimizer_step(self) -> dict:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns its metrics."""
+        c = self.config
+        accum = c.gradient_accumulation_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"reward_loss": 0.0, "pre_loss": 0.0, "reward": 0.0}
+        bad = None
+        for _ in range(accum):
+            prompts = [self.train_prompts[i] for i in self.sampler.take(c.train_batch_size)]
+            out = self.reward_step(prompts)
+            if not torch.isfinite(out.loss).item():
+                bad = f"reward loss {out.loss.item()} (rewards {out.rewards.tolist()})"
+                break
+            if out.loss.requires_grad:  # False only when every caption was empty: nothing to learn from them
+                self.scaler.scale(out.loss / accum).backward()
+            self.baseline.update(out.cost)
+            totals["reward_loss"] += out.loss.item() / accum
+            totals["reward"] += out.rewards.mean().item() / accum
+            if c.pre_loss_weight:
+                pre = self.pre_loss(out, prompts)
+                if not torch.isfinite(pre).item():
+                    bad = f"pre-training loss {pre.item()}"
+                    break
+                self.scaler.scale(c.pre_loss_weight * pre / accum).backward()
+                totals["pre_loss"] += pre.item() / accum
+        metrics = dict(totals, loss=totals["reward_loss"] + c.pre_loss_weight * totals["pre_loss"],
+                       lr=self.lr_scheduler.get_last_lr()[0], skipped=0)
+        if bad is None:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+            metrics["grad_norm"] = norm.item()
+            if not math.isfinite(metrics["grad_norm"]) and not self.scaler.is_enabled():
+                bad = f"gradient norm {metrics['grad_norm']}"
+        if bad is None:
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if scale is not None and self.scaler.get_scale() < scale:
+                log.info("step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale to %g and "
+                         "goes on (normal now and then)", self.global_step + 1, self.scaler.get_scale())
+                metrics["skipped"] = 1
+        if bad is not None:
+            log.warning("step %d skipped: non-finite %s", self.global_step + 1, bad)
+            self.optimizer.zero_grad(set_to_none=True)
+            metrics["skipped"] = 1
+        with warnings.catch_warnings():  # a skipped step still advances the schedule; torch warns about that order
+            warnings.simplefilter("ignore", UserWarning)
+            self.lr_scheduler.step()
+        return metrics
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean caption reward of full T-step samples of the validation prompts (same noise every time)."""
+        c = self.config
+        generator = torch.Generator().manual_seed(c.seed + 1)
+        rewards = []
+        for start in range(0, len(self.val_prompts), c.validation_batch_size):
+            prompts = self.val_prompts[start : start + c.validation_batch_size]
+            x0 = rollout(self.unet, self.ddim, self._noise(len(prompts), generator), self._conditioning(prompts),
+                         c.num_inference_steps, self._autocast())
+            pixels = decode_pixels(self.vae, x0, self.scaling_factor)
+            scored = self.scorer.score(pixels.permute(0, 2, 3, 1), prompts, max_new_tokens=c.caption_max_new_tokens,
+                                       num_beams=c.caption_num_beams)
+            rewards.append(torch.as_tensor(scored.rewards, dtype=torch.float32).cpu())
+        return torch.cat(rewards).mean().item()
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+
+    def _trainable_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().float().cpu() for k, v in self.trainable.state_dict().items()}
+
+    def training_state(self) -> dict:
+        state = {
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.state_dict(),
+            "pair_sampler": self.pair_sampler.state_dict() if self.pair_sampler else None,
+            "baseline": self.baseline.state_dict(),
+            "best_reward": self.best_reward,
+            "best_step": self.best_step,
+            "bad_validations": self.bad_validations,
+            "lora": self.config.lora,
+            "config": self.config.to_json(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self) -> Path:
+        path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
+                                               self.training_state(), self.config.checkpoints_total_limit)
+        log.info("saved %s", path)
+        return path
+
+    def _maybe_resume(self) -> bool:
+        which = self.config.resume
+        if not which:
+            return False
+        path = saving.latest_checkpoint(self.run_dir) if which == "latest" else Path(which)
+        if path is None:
+            log.info("--resume latest: no checkpoint-N in %s, starting a new run", self.run_dir)
+            return False
+        tensors, state = saving.load_training_checkpoint(path)
+        if state["lora"] != self.config.lora:
+            raise ConfigError(f"{path} was trained with --lora {state['lora']}, not {self.config.lora}")
+        self.trainable.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.pair_sampler and state["pair_sampler"]:
+            self.pair_sampler.load_state_dict(state["pair_sampler"])
+        self.baseline.load_state_dict(state["baseline"])
+        self.global_step = state["global_step"]
+        self.best_reward, self.best_step, self.bad_validations = state["best_reward"], state["best_step"], state["bad_validations"]
+        log.info("resumed from %s at step %d", path, self.global_step)
+        return True
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        c = self.config
+        trainable = sum(p.numel() for p in self.params)
+        lines = [
+            "***** Running training *****",
+            f"  base = {c.base}",
+            f"  training prompts = {len(self.train_prompts)}, validation prompts = {len(self.val_prompts)}, "
+            f"L_pre: {'off' if not c.pre_loss_weight else f'{len(self.pairs)} pairs' if self.pairs else 'own x0 latents'}",
+            f"  batch size = {c.train_batch_size} x {c.gradient_accumulation_steps} accumulation = "
+            f"{c.train_batch_size * c.gradient_accumulation_steps} per optimizer step",
+            f"  optimizer steps = {c.max_steps} (from {self.global_step}), lr = {c.learning_rate}, "
+            f"{'8-bit ' if c.use_8bit_adam else ''}AdamW",
+            f"  T = {c.num_inference_steps}, gradient step in [{c.refl_step_min}, {c.refl_step_max}], "
+            f"guidance = {c.guidance_scale}, lambda = {c.reward_weight}, margin = {c.reward_margin}, "
+            f"baseline = {c.baseline}, w_pre = {c.pre_loss_weight}",
+            f"  trained = {'LoRA rank %d' % c.lora if c.lora else 'full UNet'} ({trainable / 1e6:.2f} M parameters)",
+            f"  device = {self.device}, mixed precision = {self.mixed}, frozen models in {str(self.frozen_dtype).replace('torch.', '')}, "
+            f"gradient checkpointing = {c.gradient_checkpointing}, resolution = {c.resolution}",
+            f"  run dir = {self.run_dir}, output = {c.output}",
+        ]
+        return "\n".join(lines)
+
+    def train(self) -> TrainResult:
+        c = self.config
+        log.info("%s", self.summary())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "settings.json").write_text(json.dumps(c.to_dict(), indent=2, sort_keys=True))
+        validating = bool(self.val_prompts) and c.validation_steps > 0
+        if validating and not self.resumed:
+            reward = self.validate()
+            log.info("validation reward before training: %.4f", reward)
+            self.metrics.log(0, {"validation_reward": reward})
+        bar = _progress(c.progress_bar, c.max_steps, self.global_step)
+        stopped_early = False
+        start = time.time()
+        try:
+            while self.global_step < c.max_steps:
+                t0 = time.time()
+                metrics = self.optimizer_step()
+                self.global_step += 1
+                metrics["seconds"] = time.time() - t0
+                if validating and self.global_step % c.validation_steps == 0:
+                    stopped_early = self._validation_round(metrics)
+                self.metrics.log(self.global_step, metrics)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4g}", reward=f"{metrics['reward']:.3f}")
+                if c.checkpointing_steps and self.global_step % c.checkpointing_steps == 0:
+                    self.save_checkpoint()
+                if self.on_step_end is not None:
+                    self.on_step_end(self.global_step)
+                if stopped_early:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            self.metrics.plot_reward_curve()
+        log.info("trained %d steps in %.1f s", self.global_step, time.time() - start)
+        output = self.write_output()
+        self.metrics.close()
+        return TrainResult(output, self.global_step, self.best_step, self.best_reward, stopped_early, self.run_dir)
+
+    def _validation_round(self, metrics: dict) -> bool:
+        c = self.config
+        reward = self.validate()
+        metrics["validation_reward"] = reward
+        if self.best_reward is None or reward > self.best_reward:
+            self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
+            if c.keep_best:
+                saving.atomic_save_safetensors(self._trainable_tensors(), self.run_dir / "best" / "trainable.safetensors",
+                                               {"step": str(self.global_step), "validation_reward": str(reward)})
+            log.info("step %d: validation reward %.4f (best so far)", self.global_step, reward)
+        else:
+            self.bad_validations += 1
+            log.info("step %d: validation reward %.4f (best %.4f at step %d; %d without improvement)",
+                     self.global_step, reward, self.best_reward, self.best_step, self.bad_validations)
+        self.metrics.plot_reward_curve()
+        if c.early_stopping_patience and self.bad_validations >= c.early_stopping_patience:
+            log.info("early stopping at step %d: no better validation reward for %d validations", self.global_step, self.bad_validations)
+            return True
+        return False
+
+    # --- output --------------------------------------------------------------------------------------------
+
+    def output_metadata(self, step: int) -> dict[str, str]:
+        c = self.config
+        meta = {
+            "realign_diff.refl.settings": c.to_json(),
+            "realign_diff.refl.base": Path(c.base).name,
+            "realign_diff.refl.step": str(step),
+            "realign_diff.refl.steps_trained": str(self.global_step),
+        }
+        if self.best_reward is not None:
+            meta["realign_diff.refl.best_validation_reward"] = f"{self.best_reward:.6f}"
+        return meta
+
+    def write_output(self) -> Path:
+        c = self.config
+        step = self.global_step
+        best = self.run_dir / "best" / "trainable.safetensors"
+        if c.keep_best and self.best_step is not None and best.is_file():
+            from safetensors.torch import load_file
+
+            self.trainable.load_state_dict({k: v.to(self.device) for k, v in load_file(str(best)).items()})
+            step = self.best_step
+            log.info("writing the best weights (step %d, validation reward %.4f)", step, self.best_reward)
+        dtype = saving.DTYPES[c.save_dtype]
+        meta = self.output_metadata(step)
+        if self.lora is not None:
+            meta.update({"ss_network_module": "networks.lora", "ss_network_dim": str(c.lora),
+                         "ss_network_alpha": str(c.resolved_lora_alpha()), "ss_base_model_version": "sd_v1"})
+            path = saving.atomic_save_safetensors(self.lora.kohya_state_dict(dtype), c.output, meta)
+        else:
+            tensors = saving.unet_to_checkpoint_tensors(self.unet.state_dict(), self.unet_config, dtype)
+            path = saving.write_checkpoint_with_unet(c.base, c.output, tensors, meta)
+        log.info("wrote %s", path)
+        return path
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="ReFL", unit="step", dynamic_ncols=True)
+
+
+def train(config: TrainConfig, scorer=None, on_step_end: Callable[[int], None] | None = None) -> TrainResult:
+    """Run a whole training from ``config``; ``scorer`` defaults to the BLIP-2 caption reward of the config's folders."""
+    return ReFLTrainer(config, scorer, on_step_end).train()
