@@ -6,6 +6,11 @@ the median of the paired ratios, in wall time and in process CPU time (steadier 
 Needs COMFYUI_PATH.
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/attention_patch.py [--size 256] [--steps 4] [--repeats 5] [--gpu]
+        [--pytorch-attention]
+
+On CPU ComfyUI's default attention is its sub-quadratic kernel, slower than our explicit-logit path for
+cross-attention's 77 keys, so the patch can even look faster; ``--pytorch-attention`` makes PyTorch's SDPA
+the baseline (ComfyUI's default on recent GPUs) for the modulation's own overhead.
 """
 
 from __future__ import annotations
@@ -35,10 +40,15 @@ def main():
     parser.add_argument("--steps", type=int, default=4, help="sampling steps per run")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each variant, interleaved")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (fp16 there)")
+    parser.add_argument("--pytorch-attention", action="store_true", help="ComfyUI's --use-pytorch-cross-attention")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="realign-bench-"))
-    comfyui = start_comfyui(base, cpu=not args.gpu)
+    extra = ("--use-pytorch-cross-attention",) if args.pytorch_attention else ()
+    comfyui = start_comfyui(base, cpu=not args.gpu, extra_args=extra)
+    import comfy.ldm.modules.attention as comfy_attention
+
+    print(f"ComfyUI attention: {comfy_attention.optimized_attention.__name__}")
     load_pack()
     from realign_pack.nodes.attention_patch import apply_realign_patch
     from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance

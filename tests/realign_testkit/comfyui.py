@@ -67,7 +67,7 @@ class _ImportFailures(logging.Handler):
 
 
 class ComfyUI:
-    def __init__(self, comfy_path: Path, base_dir: Path, cpu: bool = True):
+    def __init__(self, comfy_path: Path, base_dir: Path, cpu: bool = True, extra_args: tuple[str, ...] = ()):
         self.path = comfy_path
         self.base_dir = base_dir
         for sub in ("models", "input", "output", "temp", "custom_nodes", "user"):
@@ -84,6 +84,7 @@ class ComfyUI:
         sys.argv = [str(comfy_path / "main.py"), "--base-directory", str(base_dir), "--disable-api-nodes"]
         if cpu:
             sys.argv.append("--cpu")
+        sys.argv += list(extra_args)
         import comfy.options
 
         comfy.options.enable_args_parsing()
@@ -144,11 +145,11 @@ class ComfyUI:
 _instance: ComfyUI | None = None
 
 
-def start_comfyui(base_dir: Path, cpu: bool = True) -> ComfyUI:
+def start_comfyui(base_dir: Path, cpu: bool = True, extra_args: tuple[str, ...] = ()) -> ComfyUI:
     global _instance
     if _instance is None:
         path, reason = find_comfyui()
         if path is None:
             raise RuntimeError(reason)
-        _instance = ComfyUI(path, base_dir, cpu=cpu)
+        _instance = ComfyUI(path, base_dir, cpu=cpu, extra_args=extra_args)
     return _instance
