@@ -32,303 +32,35 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from urllib.parse import urlsplit
+from dataclasses import replace
 
+from .llm_answer import SYSTEM_PROMPT, AnswerError, _response_format, build_messages, extract_json, validate_answer
+from .llm_config import (
+    CONFIG_FILE_NAME,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_CONFIG,
+    ENV_MODEL,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+    RESPONSE_FORMATS,
+    LLMSettings,
+    ResolvedLLM,
+    _origin,
+    config_search_paths,
+    display_url,
+    resolve_llm,
+)
 from .offline_scorer import OfflineScorer
-from .scoring import ScoringResult, TagScore, TagScorer, normalize_tag, snap_score, unique_tags
+from .scoring import ScoringResult, TagScore, TagScorer, normalize_tag, unique_tags
+
+__all__ = ["SYSTEM_PROMPT", "AnswerError", "extract_json", "validate_answer", "resolve_llm", "LLMScorer", "ScoreCache",
+           "build_scorer", "configuration_token", "SCORER_MODES"]  # this module's face, parts included
 
 log = logging.getLogger("RealignDiff")
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"
-CONFIG_FILE_NAME = "realign_diff_llm.json"
-ENV_CONFIG = "REALIGN_DIFF_LLM_CONFIG"
-ENV_BASE_URL = "REALIGN_DIFF_LLM_BASE_URL"
-ENV_MODEL = "REALIGN_DIFF_LLM_MODEL"
-ENV_API_KEY = "REALIGN_DIFF_LLM_API_KEY"
-OPENAI_API_KEY = "OPENAI_API_KEY"
-OPENAI_BASE_URL = "OPENAI_BASE_URL"
-PACK_ROOT = Path(__file__).resolve().parents[2]
-
 SCORER_MODES = ("offline", "openai-compatible")
-RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "none")
-MAX_CAPTION_CHARS = 200
 NO_KEY = "no-key"  # sent to servers that need none (the openai client insists on some key)
-
-# ---------------------------------------------------------------- the one prompt
-SYSTEM_PROMPT = """\
-You help an image generator follow its prompt. You get the text prompt of a generated image and the \
-tags an image tagger found in that image. For EVERY tag give:
-- "score": how likely that object belongs in the scene the prompt describes. 2 = certainly (the prompt \
-names it, a synonym of it, or a kind of it); 0.5 = possibly (it fits the scene, but the prompt does not \
-name it); 0 = unlikely (it does not belong in this scene).
-- "caption": a short local caption of that object as the prompt wants it, using the prompt's own words \
-for its attributes (colour, material, number, state). For an object the prompt does not describe, \
-the object's name with an article.
-Reply with only a JSON object, no other text:
-{"objects": [{"tag": "<the tag exactly as given>", "score": <2, 0.5 or 0>, "caption": "<local caption>"}]}
-One entry per tag, in the order given, each tag spelled exactly as given. The only allowed scores are \
-2, 0.5 and 0.
-
-Example. Input: {"prompt": "a red book and a yellow pen", "tags": ["book", "pen", "desk", "banana"]}
-Reply: {"objects": [{"tag": "book", "score": 2, "caption": "a red book"}, {"tag": "pen", "score": 2, \
-"caption": "a yellow pen"}, {"tag": "desk", "score": 0.5, "caption": "a desk"}, {"tag": "banana", \
-"score": 0, "caption": "a banana"}]}"""
-
-
-def build_messages(prompt: str, tags: list[str]) -> list[dict]:
-    """The chat messages for one request: the instructions above and the prompt + tags as JSON."""
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": json.dumps({"prompt": prompt, "tags": list(tags)}, ensure_ascii=False)},
-    ]
-
-
-def response_schema(tags: list[str]) -> dict:
-    """JSON schema of the answer (for servers with structured outputs)."""
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["objects"],
-        "properties": {
-            "objects": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["tag", "score", "caption"],
-                    "properties": {
-                        "tag": {"type": "string", "enum": list(tags)},
-                        "score": {"type": "number", "enum": [2, 0.5, 0]},
-                        "caption": {"type": "string"},
-                    },
-                },
-            }
-        },
-    }
-
-
-def _response_format(mode: str, tags: list[str]) -> dict | None:
-    if mode == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "tag_scores", "strict": True, "schema": response_schema(tags)}}
-    if mode == "json_object":
-        return {"type": "json_object"}
-    return None
-
-
-# ---------------------------------------------------------------- parsing and validation
-class AnswerError(ValueError):
-    """The model's answer is not usable; the message is fed back to it on the next attempt."""
-
-
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"```[A-Za-z]*\s*(.*?)```", re.DOTALL)
-
-
-def extract_json(text: str | None):
-    """The first JSON value in a model's reply: bare, inside a code fence, or with text around it."""
-    if text is None or not str(text).strip():
-        raise AnswerError("the answer was empty")
-    text = _THINK.sub("", str(text))
-    decoder = json.JSONDecoder()
-    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
-        candidate = candidate.strip()
-        tries = 0
-        for i, ch in enumerate(candidate):
-            if ch not in "{[":
-                continue
-            try:
-                return decoder.raw_decode(candidate, i)[0]
-            except json.JSONDecodeError:
-                tries += 1
-                if tries >= 20:
-                    break
-    preview = " ".join(text.split())[:80]
-    raise AnswerError(f"the answer held no JSON object (it began: {preview!r})")
-
-
-def validate_answer(answer, tags: list[str]) -> list[TagScore]:
-    """Entries for exactly the requested tags, in their order; raises AnswerError on any bad field.
-
-    Accepted shapes: {"objects": [{"tag", "score", "caption"}, ...]}, the bare list, or
-    {"<tag>": {"score", "caption"}, ...}. Tags match case- and whitespace-insensitively; tags that
-    were not asked for are ignored; a tag answered twice keeps its first answer. Scores must be 2, 0.5
-    or 0 (numbers or numeric strings; see ``snap_score``), captions non-empty strings of at most
-    200 characters.
-    """
-    wanted = {normalize_tag(t): t for t in tags}
-    if isinstance(answer, dict) and isinstance(answer.get("objects"), list):
-        items = answer["objects"]
-    elif isinstance(answer, list):
-        items = answer
-    elif isinstance(answer, dict) and answer and all(isinstance(v, dict) for v in answer.values()):
-        items = [{"tag": k, **v} for k, v in answer.items()]
-    else:
-        raise AnswerError('the answer must be a JSON object {"objects": [...]}')
-    found: dict[str, TagScore] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise AnswerError(f"objects[{i}] is not an object")
-        raw_tag = item.get("tag")
-        if not isinstance(raw_tag, str):
-            raise AnswerError(f'objects[{i}] has no "tag" string')
-        key = normalize_tag(raw_tag)
-        if key not in wanted or key in found:
-            continue
-        try:
-            score = snap_score(item.get("score"))
-        except ValueError as error:
-            raise AnswerError(f"tag {raw_tag!r}: {error}") from None
-        caption = item.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
-            raise AnswerError(f'tag {raw_tag!r}: "caption" must be a non-empty string')
-        caption = " ".join(caption.split())
-        if len(caption) > MAX_CAPTION_CHARS:
-            raise AnswerError(f"tag {raw_tag!r}: the caption is longer than {MAX_CAPTION_CHARS} characters")
-        found[key] = TagScore(tag=wanted[key], score=score, caption=caption)
-    missing = [wanted[k] for k in wanted if k not in found]
-    if missing:
-        raise AnswerError(f"no answer for the tag(s) {missing}")
-    return [found[normalize_tag(t)] for t in tags]
-
-
-# ---------------------------------------------------------------- configuration
-class ApiKey:
-    """A secret that never prints: repr/str show ``***``; ``reveal()`` is called once, for the client."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "ApiKey(***)"
-
-    __str__ = __repr__
-
-    def __reduce__(self):
-        raise TypeError("an API key is not serialisable")
-
-
-@dataclass(frozen=True)
-class LLMSettings:
-    base_url: str = DEFAULT_BASE_URL
-    model: str = DEFAULT_MODEL
-    timeout: float = 30.0  # seconds per request
-    retries: int = 2  # further attempts after the first
-    backoff: float = 1.0  # seconds before the first retry, doubled after each
-    response_format: str = "auto"  # auto | json_schema | json_object | none
-    temperature: float | None = 0.0  # None: not sent
-
-
-@dataclass
-class ResolvedLLM:
-    """Settings plus the key and where they came from. The key is not in ``settings``."""
-
-    settings: LLMSettings
-    api_key: ApiKey | None = field(default=None, repr=False)
-    key_source: str = "none"
-    config_path: str | None = None
-    notes: list[str] = field(default_factory=list)  # config problems, a withheld key...
-
-
-def config_search_paths(environ=None) -> list[Path]:
-    environ = os.environ if environ is None else environ
-    paths = []
-    if environ.get(ENV_CONFIG):
-        paths.append(Path(environ[ENV_CONFIG]).expanduser())
-    paths.append(PACK_ROOT / CONFIG_FILE_NAME)
-    return paths
-
-
-def read_config(paths: list[Path]) -> tuple[dict, str | None, str | None]:
-    """(settings, path, problem) from the first existing config file; a broken file gives ({}, path, why)."""
-    for path in paths:
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            return {}, str(path), f"{path} was ignored: {error}"
-        if not isinstance(data, dict):
-            return {}, str(path), f"{path} was ignored: it must hold a JSON object"
-        return data, str(path), None
-    return {}, None, None
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url.strip())
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def display_url(url: str) -> str:
-    """A URL without any user:password part, for messages."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        parts = parts._replace(netloc=netloc)
-    return parts.geturl()
-
-
-def resolve_llm(model: str = "", base_url: str = "", *, environ=None, config_paths=None, **overrides) -> ResolvedLLM:
-    """Settings from widgets (``model``, ``base_url``; empty = not set), environment, config file, defaults.
-
-    ``overrides`` (timeout, retries, backoff, response_format, temperature) win over the config file.
-    """
-    environ = os.environ if environ is None else environ
-    data, path, problem = read_config(config_search_paths(environ) if config_paths is None else config_paths)
-    notes = [problem] if problem else []
-
-    def pick(*values):
-        for value in values:
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-        return None
-
-    configured_url = pick(environ.get(ENV_BASE_URL), environ.get(OPENAI_BASE_URL), data.get("base_url")) or DEFAULT_BASE_URL
-    url = pick(base_url) or configured_url
-    values = {
-        "base_url": url.rstrip("/"),
-        "model": pick(model, environ.get(ENV_MODEL), data.get("model")) or DEFAULT_MODEL,
-    }
-    for name, kind in (("timeout", float), ("retries", int), ("backoff", float), ("temperature", float)):
-        if name in data:
-            try:
-                values[name] = None if data[name] is None and name == "temperature" else kind(data[name])
-            except (TypeError, ValueError):
-                notes.append(f"{name}={data[name]!r} in {path} is not a number; the default was used")
-    if "response_format" in data:
-        if data["response_format"] in RESPONSE_FORMATS:
-            values["response_format"] = data["response_format"]
-        else:
-            notes.append(f"response_format in {path} must be one of {RESPONSE_FORMATS}; 'auto' was used")
-    values.update({k: v for k, v in overrides.items() if v is not None or k == "temperature"})
-    settings = LLMSettings(**values)
-    if settings.timeout <= 0 or settings.retries < 0 or settings.backoff < 0:
-        notes.append("timeout must be > 0, retries and backoff >= 0; the defaults were used")
-        settings = replace(settings, timeout=LLMSettings.timeout, retries=LLMSettings.retries, backoff=LLMSettings.backoff)
-
-    key, key_source = None, "none"
-    for source, value in ((ENV_API_KEY, environ.get(ENV_API_KEY)), ("config file", data.get("api_key")), (OPENAI_API_KEY, environ.get(OPENAI_API_KEY))):
-        if isinstance(value, str) and value.strip():
-            key, key_source = ApiKey(value.strip()), source
-            break
-    if key is not None and _origin(settings.base_url) != _origin(configured_url):
-        notes.append(
-            f"the API key is only sent to the configured endpoint ({display_url(configured_url)}); "
-            f"{display_url(settings.base_url)} comes from the node, so it was called without a key"
-        )
-        key, key_source = None, "withheld"
-    return ResolvedLLM(settings=settings, api_key=key, key_source=key_source, config_path=path, notes=notes)
-
 
 # ---------------------------------------------------------------- cache
 class ScoreCache:

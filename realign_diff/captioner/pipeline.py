@@ -25,7 +25,7 @@ import torch
 
 from ..guidance import GuidedObject, RealignGuidance
 from .offline_scorer import prompt_objects, same_name
-from .scoring import ScoringResult, TagScorer, normalize_tag, unique_tags
+from .scoring import ScoringResult, TagScorer, normalize_tag
 
 
 @dataclass(frozen=True)
