@@ -116,11 +116,8 @@ def _sampler(g, title):
                  title=title)
 
 
-def two_pass(nodes, measure=None) -> dict:
-    """(1) The whole method: coarse pass, dense captions, patched second pass, reward on both."""
-    g = GraphBuilder(nodes)
-    lay = Layout(g)
-    note_ckpt = g.note(MODELS_NOTE_CHECKPOINT, (0, 0), (400, 170))
+def _coarse_pass(g):
+    """Prompt, seed, checkpoint, both text encodes, latent, the coarse sampler and its decode, wired."""
     prompt = g.add("PrimitiveStringMultiline", (0, 0), size=(400, 150), value=PROMPT, title="Prompt")
     seed = g.add("PrimitiveInt", (0, 0), value=SEED, control_after_generate="fixed", title="Seed (both passes)")
     ckpt = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name=CHECKPOINT)
@@ -133,6 +130,15 @@ def two_pass(nodes, measure=None) -> dict:
           (ckpt, "MODEL", coarse, "model"), (positive, 0, coarse, "positive"), (negative, 0, coarse, "negative"),
           (latent, 0, coarse, "latent_image"), (seed, 0, coarse, "seed"), (coarse, 0, coarse_decode, "samples"),
           (ckpt, "VAE", coarse_decode, "vae"))
+    return prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode
+
+
+def two_pass(nodes, measure=None) -> dict:
+    """(1) The whole method: coarse pass, dense captions, patched second pass, reward on both."""
+    g = GraphBuilder(nodes)
+    lay = Layout(g)
+    note_ckpt = g.note(MODELS_NOTE_CHECKPOINT, (0, 0), (400, 170))
+    prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode = _coarse_pass(g)
 
     note_captioner = g.note(MODELS_NOTE_CAPTIONER, (0, 0), (460, 330))
     ram = g.add(_node(nodes, "RamLoader"), (0, 0), ckpt_name=RAM_FILE)
@@ -223,18 +229,7 @@ def hand_masks(nodes, measure=None) -> dict:
    0.5 = maybe. Chain one **Realign Guidance From Mask** per object.
 4. Queue again: same seed, the patched model, the realigned image.
 """, (0, 0), (440, 380))
-    prompt = g.add("PrimitiveStringMultiline", (0, 0), size=(400, 150), value=PROMPT, title="Prompt")
-    seed = g.add("PrimitiveInt", (0, 0), value=SEED, control_after_generate="fixed", title="Seed (both passes)")
-    ckpt = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name=CHECKPOINT)
-    positive = g.add("CLIPTextEncode", (0, 0), size=(360, 90), title="Prompt (coarse pass)")
-    negative = g.add("CLIPTextEncode", (0, 0), size=(360, 110), text=NEGATIVE, title="Negative")
-    latent = g.add("EmptyLatentImage", (0, 0), width=SIZE, height=SIZE, batch_size=1)
-    coarse = _sampler(g, "Coarse pass")
-    coarse_decode = g.add("VAEDecode", (0, 0), title="Coarse image")
-    _wire(g, (ckpt, "CLIP", positive, "clip"), (ckpt, "CLIP", negative, "clip"), (prompt, 0, positive, "text"),
-          (ckpt, "MODEL", coarse, "model"), (positive, 0, coarse, "positive"), (negative, 0, coarse, "negative"),
-          (latent, 0, coarse, "latent_image"), (seed, 0, coarse, "seed"), (coarse, 0, coarse_decode, "samples"),
-          (ckpt, "VAE", coarse_decode, "vae"))
+    prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode = _coarse_pass(g)
 
     mask_book = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Mask: the book")
     mask_pen = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Mask: the pen")
