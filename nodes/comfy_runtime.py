@@ -30,6 +30,18 @@ def load(patcher, full: bool = True) -> torch.device:
     return patcher.load_device
 
 
+def load_all(*patchers) -> list:
+    """Load several managed models together and return the modules inside them.
+
+    One call, so ComfyUI frees memory with all of them protected: loading them one after the other could
+    partly offload the first to make room for the next, leaving a plain torch module split across devices.
+    """
+    import comfy.model_management as mm
+
+    mm.load_models_gpu(list(patchers), force_full_load=True)
+    return [patcher.model for patcher in patchers]
+
+
 def progress(total: int) -> Callable[[int], None]:
     """A step callback for core loops: advances ComfyUI's progress bar and raises if the user pressed Cancel."""
     import comfy.model_management as mm

@@ -2,6 +2,10 @@
 
 CATEGORY = "RealignDiff"
 GUIDANCE = "REALIGN_GUIDANCE"  # a list of realign_diff.guidance.RealignGuidance, one per image
+# ComfyUI ModelPatchers around the captioner's models (see nodes/comfy_runtime.managed)
+RAM = "REALIGN_RAM"  # realign_diff.captioner.ram.RamTagger
+GROUNDING_DINO = "REALIGN_GROUNDING_DINO"  # realign_diff.captioner.grounding.GroundingDinoDetector
+SAM = "REALIGN_SAM"  # realign_diff.captioner.sam.SamSegmenter
 
 
 def node_id(name: str) -> str:

@@ -7,11 +7,7 @@ memory management and progress bar to it.
 from __future__ import annotations
 
 from ..realign_diff.captioner.llm import SCORER_MODES
-from .common import CATEGORY, GUIDANCE, node_id
-
-RAM = "REALIGN_RAM"
-GROUNDING_DINO = "REALIGN_GROUNDING_DINO"
-SAM = "REALIGN_SAM"
+from .common import CATEGORY, GROUNDING_DINO, GUIDANCE, RAM, SAM, node_id
 
 
 class LocalDenseCaptioner:
@@ -117,15 +113,14 @@ class LocalDenseCaptioner:
         )
         tag_scorer = build_scorer(scorer, llm_model, llm_base_url)
         step = comfy_runtime.progress(progress_steps(image.shape[0]))
-        for patcher in (ram, grounding_dino, sam):
-            comfy_runtime.load(patcher)
+        tagger, detector, segmenter = comfy_runtime.load_all(ram, grounding_dino, sam)
         results = caption_images(
             image,
             prompt,
-            tagger=ram.model,
+            tagger=tagger,
             scorer=tag_scorer,
-            detector=grounding_dino.model,
-            segmenter=sam.model,
+            detector=detector,
+            segmenter=segmenter,
             settings=settings,
             on_step=step,
         )

@@ -16,22 +16,12 @@ import torch
 from ..realign_diff.captioner import grounded_sam, grounding, sam
 from ..realign_diff.captioner.grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, SAM_FILES
 from . import model_folders
-from .common import CATEGORY, node_id
+from .common import CATEGORY, GROUNDING_DINO, SAM, node_id
 
-GROUNDING_DINO = "REALIGN_GROUNDING_DINO"  # ModelPatcher around realign_diff.captioner.grounding.GroundingDinoDetector
-SAM = "REALIGN_SAM"  # ModelPatcher around realign_diff.captioner.sam.SamSegmenter
 BERT_FOLDER = "bert-base-uncased"  # the folder itself (where other packs put it) or one sub-folder of it
 # Imported only when a model loads; without them these nodes are hidden and the log says what to install.
 REQUIRES = {"groundingdino": "groundingdino-py>=0.4.0", "segment_anything": "segment-anything>=1.0",
             "transformers": "transformers>=4.51"}
-
-
-def loaded(patcher):
-    """The model inside a loader's output, loaded onto ComfyUI's compute device."""
-    from .comfy_runtime import load
-
-    load(patcher)
-    return patcher.model
 
 
 def bert_choices() -> list[str]:
@@ -186,10 +176,10 @@ class GroundedSamMasks:
         }
 
     def segment(self, grounding_dino, sam, image, tags, box_threshold, text_threshold, nms_threshold):
-        from .comfy_runtime import progress
+        from .comfy_runtime import load_all, progress
 
         tag_list = parse_tags(tags)
-        detector, segmenter = loaded(grounding_dino), loaded(sam)
+        detector, segmenter = load_all(grounding_dino, sam)
         step = progress(grounded_sam.GROUND_TAGS_STEPS * image.shape[0])
         per_image = [
             grounded_sam.ground_tags(detector, segmenter, frame, tag_list, box_threshold, text_threshold, nms_threshold, on_step=step)

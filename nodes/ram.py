@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import re
 
-from .common import CATEGORY, node_id
+from .common import CATEGORY, RAM, node_id
 
-RAM = "REALIGN_RAM"  # comfy.model_patcher.ModelPatcher wrapping a realign_diff.captioner.ram.RamTagger
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -20,8 +19,7 @@ def loaded_tagger(ram):
     ComfyUI needs the memory)."""
     from . import comfy_runtime
 
-    comfy_runtime.load(ram)
-    return ram.model
+    return comfy_runtime.load_all(ram)[0]
 
 
 def parse_threshold_overrides(text: str) -> dict[str, float]:

@@ -192,6 +192,7 @@ class LLMScorer:
         failures, requests, refusals, last_error = 0, 0, 0, "no attempt made"
         while failures < total:
             requests += 1
+            text = None  # a request that fails before any reply leaves nothing to quote back
             try:
                 text = self._request(messages, mode, tags, temperature)
                 entries = validate_answer(extract_json(text), tags)
@@ -214,11 +215,13 @@ class LLMScorer:
                 return self._fall_back(prompt, tags, str(error), requests, failures + 1)
             except AnswerError as error:
                 last_error = f"invalid answer: {error}"
-                messages = build_messages(prompt, tags) + [
-                    {"role": "assistant", "content": str(text)[:2000]},
-                    {"role": "user", "content": f"That answer was invalid: {error}. Reply again with only the JSON "
-                     f"object, one entry for each of these tags: {json.dumps(tags, ensure_ascii=False)}."},
-                ]
+                messages = build_messages(prompt, tags)
+                if text is not None:
+                    messages += [
+                        {"role": "assistant", "content": str(text)[:2000]},
+                        {"role": "user", "content": f"That answer was invalid: {error}. Reply again with only the JSON "
+                         f"object, one entry for each of these tags: {json.dumps(tags, ensure_ascii=False)}."},
+                    ]
             except _Retryable as error:
                 last_error = str(error)
             else:

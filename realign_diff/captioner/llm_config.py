@@ -96,8 +96,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def display_url(url: str) -> str:
-    """A URL without any user:password part, for messages."""
-    parts = urlsplit(url)
+    """A URL without any user:password part, query or fragment (where keys can hide), for messages."""
+    parts = urlsplit(url)._replace(query="", fragment="")
     if parts.username or parts.password:
         netloc = parts.hostname or ""
         if parts.port:
@@ -122,6 +122,9 @@ def resolve_llm(model: str = "", base_url: str = "", *, environ=None, config_pat
         return None
 
     configured_url = pick(environ.get(ENV_BASE_URL), environ.get(OPENAI_BASE_URL), data.get("base_url")) or DEFAULT_BASE_URL
+    # OPENAI_API_KEY belongs to OpenAI: it goes to api.openai.com, or to a URL paired with it in OPENAI_BASE_URL
+    openai_key_allowed = _origin(configured_url)[1] == _origin(DEFAULT_BASE_URL)[1] or (
+        not pick(environ.get(ENV_BASE_URL)) and configured_url == pick(environ.get(OPENAI_BASE_URL)))
     url = pick(base_url) or configured_url
     values = {
         "base_url": url.rstrip("/"),
@@ -145,10 +148,19 @@ def resolve_llm(model: str = "", base_url: str = "", *, environ=None, config_pat
         settings = replace(settings, timeout=LLMSettings.timeout, retries=LLMSettings.retries, backoff=LLMSettings.backoff)
 
     key, key_source = None, "none"
-    for source, value in ((ENV_API_KEY, environ.get(ENV_API_KEY)), ("config file", data.get("api_key")), (OPENAI_API_KEY, environ.get(OPENAI_API_KEY))):
+    candidates = [(ENV_API_KEY, environ.get(ENV_API_KEY)), ("config file", data.get("api_key"))]
+    if openai_key_allowed:
+        candidates.append((OPENAI_API_KEY, environ.get(OPENAI_API_KEY)))
+    for source, value in candidates:
         if isinstance(value, str) and value.strip():
             key, key_source = ApiKey(value.strip()), source
             break
+    if key is None and not openai_key_allowed and pick(environ.get(OPENAI_API_KEY)):
+        notes.append(
+            f"{OPENAI_API_KEY} is only sent to OpenAI (or to {OPENAI_BASE_URL}); "
+            f"{display_url(configured_url)} was called without a key: set {ENV_API_KEY} or api_key in "
+            f"{CONFIG_FILE_NAME} if it needs one"
+        )
     if key is not None and _origin(settings.base_url) != _origin(configured_url):
         notes.append(
             f"the API key is only sent to the configured endpoint ({display_url(configured_url)}); "

@@ -138,7 +138,7 @@ def test_llm_scores_flow_into_the_guidance_and_the_key_stays_out(models, monkeyp
                     ("pen", 0.5, "a yellow pen")])
     with StubLLMServer() as server:
         server.default = Reply(content=reply)
-        resolved = resolve_llm("stub-model", "", environ={"REALIGN_DIFF_LLM_BASE_URL": server.url, "OPENAI_API_KEY": secret},
+        resolved = resolve_llm("stub-model", "", environ={"REALIGN_DIFF_LLM_BASE_URL": server.url, "REALIGN_DIFF_LLM_API_KEY": secret},
                                config_paths=[], timeout=5)
         scorer = LLMScorer(resolved, cache=ScoreCache())
         results = run(models, synthetic_image(40, 56), scorer=scorer)

@@ -49,7 +49,7 @@ class Sleeps(list):
 def make_scorer(server, *, retries=2, timeout=2.0, key=SECRET, widget_url="", cache=None, **overrides):
     environ = {"REALIGN_DIFF_LLM_BASE_URL": server.url}
     if key:
-        environ["OPENAI_API_KEY"] = key
+        environ["REALIGN_DIFF_LLM_API_KEY"] = key
     resolved = resolve_llm("stub-model", widget_url, environ=environ, config_paths=[], timeout=timeout,
                            retries=retries, backoff=0.01, **overrides)
     sleeps = Sleeps()
@@ -373,3 +373,37 @@ def test_configuration_token_changes_after_a_fallback_and_a_config_edit(tmp_path
     token = llm_module.configuration_token(env)
     scorer.score(PROMPT, TAGS)
     assert llm_module.configuration_token(env) == token  # a good answer changes nothing
+
+
+def test_openai_key_is_not_sent_to_another_endpoint(server):
+    server.queue(Reply(content=answer(GOOD)))
+    environ = {"REALIGN_DIFF_LLM_BASE_URL": server.url, "OPENAI_API_KEY": SECRET}
+    resolved = resolve_llm("stub-model", "", environ=environ, config_paths=[], timeout=2)
+    assert resolved.api_key is None
+    result = LLMScorer(resolved, cache=ScoreCache()).score(PROMPT, TAGS)
+    assert result.source == "llm:stub-model"
+    assert SECRET not in server.requests[0].headers.get("authorization", "")
+    assert "OPENAI_API_KEY is only sent to OpenAI" in result.status and "REALIGN_DIFF_LLM_API_KEY" in result.status
+
+
+def test_openai_key_goes_to_the_url_paired_with_it_in_openai_base_url(server):
+    server.queue(Reply(content=answer(GOOD)))
+    environ = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": SECRET}
+    resolved = resolve_llm("stub-model", "", environ=environ, config_paths=[], timeout=2)
+    assert resolved.key_source == "OPENAI_API_KEY"
+    LLMScorer(resolved, cache=ScoreCache()).score(PROMPT, TAGS)
+    assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_a_reply_without_choices_is_retried(server):
+    server.queue(Reply(raw=json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "stub-model",
+                                       "choices": []}).encode()), Reply(content=answer(GOOD)))
+    scorer, _ = make_scorer(server)
+    result = scorer.score(PROMPT, TAGS)
+    assert result.source == "llm:stub-model" and result.status.endswith("answered in 2 attempts")
+
+
+def test_urls_in_messages_lose_credentials_and_queries():
+    from realign_diff.captioner.llm_config import display_url
+
+    assert display_url("http://user:pw@host:8080/v1?api_key=sk-abc#frag") == "http://host:8080/v1"
