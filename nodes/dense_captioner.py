@@ -6,6 +6,7 @@ memory management and progress bar to it.
 
 from __future__ import annotations
 
+from ..realign_diff.captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from ..realign_diff.captioner.llm import SCORER_MODES
 from .common import CATEGORY, GROUNDING_DINO, GUIDANCE, RAM, SAM, node_id
 
@@ -52,9 +53,9 @@ class LocalDenseCaptioner:
                     "Tag confidence threshold for every tag. 0 uses RAM's per-class thresholds (recommended).")}),
                 "ram_top_k": ("INT", {"default": 20, "min": 0, "max": 500, "tooltip": (
                     "Keep at most this many tags per image, most confident first. 0: no limit.")}),
-                "box_threshold": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
+                "box_threshold": ("FLOAT", {"default": BOX_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "GroundingDINO: minimum box confidence."}),
-                "text_threshold": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
+                "text_threshold": ("FLOAT", {"default": TEXT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "GroundingDINO: minimum confidence that a box matches the tag's words."}),
                 "nms_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "Boxes overlapping more than this (IoU) are merged by non-maximum suppression."}),

@@ -15,6 +15,7 @@ import torch
 
 from ..realign_diff.captioner import grounded_sam, grounding, sam
 from ..realign_diff.captioner.grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, SAM_FILES
+from ..realign_diff.captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from . import model_folders
 from .common import CATEGORY, GROUNDING_DINO, SAM, node_id
 
@@ -166,9 +167,9 @@ class GroundedSamMasks:
                 "image": ("IMAGE", {"tooltip": "Image(s) to segment."}),
                 "tags": ("STRING", {"default": "", "multiline": True,
                                     "tooltip": "Objects to find, separated by commas or new lines, e.g. 'book, pen'."}),
-                "box_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01,
+                "box_threshold": ("FLOAT", {"default": BOX_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "Minimum detection confidence of a box."}),
-                "text_threshold": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
+                "text_threshold": ("FLOAT", {"default": TEXT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "Minimum score of the tag's words for a box to count as that tag."}),
                 "nms_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                             "tooltip": "Boxes of the same tag overlapping more than this (IoU) are merged."}),

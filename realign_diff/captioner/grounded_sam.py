@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import grounding
 from .grounding import Detection, GroundingDinoDetector
 from .sam import SamSegmenter
 
@@ -70,8 +71,8 @@ def ground_tags(
     segmenter: SamSegmenter,
     image: torch.Tensor,
     tags: Sequence[str],
-    box_threshold: float = 0.35,
-    text_threshold: float = 0.25,
+    box_threshold: float = grounding.BOX_THRESHOLD,
+    text_threshold: float = grounding.TEXT_THRESHOLD,
     nms_threshold: float = 0.5,
     on_step: Callable[[int], None] | None = None,
 ) -> list[GroundedObject]:

@@ -34,6 +34,8 @@ from .grounding_compat import constructing_with, import_groundingdino
 log = logging.getLogger(__name__)
 
 MAX_TEXT_TOKENS = 256  # GroundingDINO's max_text_len, special tokens included
+BOX_THRESHOLD = 0.3  # a box is kept when its best text-token score passes this (Grounded-SAM demo default)
+TEXT_THRESHOLD = 0.25  # and given to a phrase only when that phrase's score passes this
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -353,7 +355,9 @@ def load_grounding_dino(
     del state
     model.requires_grad_(False)
     detector = GroundingDinoDetector(model, tokenizer, config, image_size=image_size)
-    return detector.to(device=device or "cpu", dtype=dtype or torch.float32)
+    if dtype not in (None, torch.float32):
+        log.info("GroundingDINO runs in float32 (its position embeddings are built in float32); %s ignored", dtype)
+    return detector.to(device=device or "cpu")
 
 
 # ---------------------------------------------------------------------------------- phrases
@@ -435,15 +439,16 @@ def select_detections(
     """Query boxes -> detections of phrases (before NMS).
 
     ``probs``: ``[queries, tokens]`` sigmoid scores; ``boxes_cxcywh``: ``[queries, 4]`` normalized.
-    A box belongs to the phrase whose tokens it scores highest; its confidence is that score, and
-    it is kept when the score passes ``box_threshold`` and ``text_threshold``.
+    As in GroundingDINO's own inference: a box is kept when its best score over every text token passes
+    ``box_threshold``; it belongs to the phrase whose tokens it scores highest, if that phrase's score
+    passes ``text_threshold``; its confidence is that phrase score.
     """
     if not spans or probs.numel() == 0:
         return []
     probs = probs.float()
     scores = torch.stack([probs[:, start:end].amax(dim=1) for _, start, end in spans], dim=1)  # [Q, P]
     best, which = scores.max(dim=1)
-    keep = (best > box_threshold) & (best > text_threshold)
+    keep = (probs.amax(dim=1) > box_threshold) & (best > text_threshold)
     if not keep.any():
         return []
     cx, cy, w, h = boxes_cxcywh[keep].float().unbind(-1)
@@ -526,8 +531,8 @@ class GroundingDinoDetector(nn.Module):
         self,
         image: torch.Tensor,
         phrases: Sequence[str],
-        box_threshold: float = 0.35,
-        text_threshold: float = 0.25,
+        box_threshold: float = BOX_THRESHOLD,
+        text_threshold: float = TEXT_THRESHOLD,
         nms_threshold: float = 0.5,
     ) -> list[Detection]:
         """Boxes of ``phrases`` in ``image`` (``[H, W, 3]`` in [0, 1]); empty when nothing passes."""

@@ -25,6 +25,7 @@ says why: ``score`` never raises.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -117,7 +118,7 @@ def configuration_token(environ=None) -> str:
             parts.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
         except OSError:
             parts.append(f"{path}:-")
-    return "|".join(parts)
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()  # URLs may carry credentials: never show them
 
 
 # ---------------------------------------------------------------- the scorer

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..guidance import GuidedObject, RealignGuidance
+from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from .offline_scorer import prompt_objects, same_name
 from .scoring import ScoringResult, TagScorer, normalize_tag
 
@@ -34,8 +35,8 @@ class CaptionerSettings:
     ram_threshold_overrides: dict[str, float] | None = None  # tag -> threshold
     ram_top_k: int | None = None  # at most this many tags per image (None: all)
     exclude_tags: tuple[str, ...] = ()  # never used, whoever names them
-    box_threshold: float = 0.25
-    text_threshold: float = 0.2
+    box_threshold: float = BOX_THRESHOLD
+    text_threshold: float = TEXT_THRESHOLD
     nms_threshold: float = 0.5
     add_prompt_objects: bool = True
 

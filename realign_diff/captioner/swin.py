@@ -58,6 +58,13 @@ SWIN_B_384 = SwinConfig(384, 4, 3, 128, (2, 2, 18, 2), (4, 8, 16, 32), 12)
 SWIN_B_224 = SwinConfig(224, 4, 3, 128, (2, 2, 18, 2), (4, 8, 16, 32), 7)
 
 
+@lru_cache(maxsize=64)
+def _on_device(make, *args_and_device):
+    """A cached tensor, copied once per device (blocks call this on every forward pass)."""
+    *args, device = args_and_device
+    return make(*args).to(device)
+
+
 @lru_cache(maxsize=16)
 def _relative_position_index(window: int) -> torch.Tensor:
     coords = torch.stack(torch.meshgrid(torch.arange(window, device="cpu"), torch.arange(window, device="cpu"), indexing="ij")).flatten(1)
@@ -112,7 +119,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def position_bias(self) -> torch.Tensor:
-        index = _relative_position_index(self.window).to(self.relative_position_bias_table.device)
+        index = _on_device(_relative_position_index, self.window, self.relative_position_bias_table.device)
         n = self.window * self.window
         return self.relative_position_bias_table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)  # [heads, N, N]
 
@@ -146,7 +153,7 @@ class SwinTransformerBlock(nn.Module):
         x = self.norm1(x).view(b, r, r, c)
         if s > 0:
             x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-            mask = _shift_mask(r, w, s).to(x.device)
+            mask = _on_device(_shift_mask, r, w, s, x.device)
         else:
             mask = None
         windows = self.attn(_partition(x, w).view(-1, w * w, c), mask)

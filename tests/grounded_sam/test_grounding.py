@@ -346,6 +346,18 @@ def test_text_threshold_applies_too():
     assert len(select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.2, text_threshold=0.3)) == 1
 
 
+def test_box_threshold_reads_every_text_token_and_text_threshold_the_phrase():
+    # as GroundingDINO's own inference: the box passes box_threshold through any token (here the " ." after
+    # "cat"), and is given to "cat" because the phrase's own score passes text_threshold
+    probs = torch.zeros(1, 256)
+    probs[0, 1] = 0.3  # "cat"
+    probs[0, 2] = 0.5  # "."
+    boxes = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    (found,) = select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.4, text_threshold=0.25)
+    assert found.phrase == "cat" and found.confidence == pytest.approx(0.3)
+    assert select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.6, text_threshold=0.25) == []
+
+
 def test_boxes_are_clamped_to_the_image():
     probs = torch.zeros(1, 256)
     probs[0, 1] = 0.9
