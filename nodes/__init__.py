@@ -52,8 +52,8 @@ model_folders.register()
 for _name in NODE_MODULES:
     try:
         _module = importlib.import_module(f".{_name}", __name__)
-    except ImportError as error:
-        _hide(_name, f"import failed ({error})")
+    except Exception as error:  # any failure hides this module's nodes only, never the whole pack
+        _hide(_name, f"import failed ({type(error).__name__}: {error})")
         continue
     _missing = missing_requirements(getattr(_module, "REQUIRES", {}))
     if _missing:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import torch
 import torch.nn.functional as F
 
@@ -9,10 +11,10 @@ from ..realign_diff.attention import SCHEDULES
 from ..realign_diff.guidance import GuidedObject, RealignGuidance, guidance_list
 from ..realign_diff.patch_plan import CONDITIONING_MODES, plan_patch
 from ..realign_diff.realign_patch import RealignReplace
-from ..realign_diff.tokens import split_words
+from ..realign_diff.tokens import PUNCTUATION_MARKS, split_words
 from .common import CATEGORY, GUIDANCE, node_id
 
-_PUNCTUATION = (",", ".", ";", ":", "!", "?")
+POSITIVE_MARK = "realign_diff_positive"  # set on our CONDITIONING so the patch knows its chunks
 
 
 # --- ComfyUI model and CLIP access (the only ComfyUI-specific logic) ---------------------------
@@ -64,6 +66,20 @@ def _word_tokenizer(sd_tokenizer):
     return tokenize_word
 
 
+def _positive_finder(replace: RealignReplace, mark: str):
+    """A CALC_COND_BATCH wrapper: before each batch of conditions, tell the patch which chunks are ours
+    (by the uuid ComfyUI gives each condition), so other positives (SAG, DualCFG, combined conds) are left alone."""
+
+    def wrapper(executor, model, conds, x_in, timestep, model_options):
+        ours = [c for group in conds if group for c in group if c.get(POSITIVE_MARK) == mark]
+        replace.positive_uuids = {c["uuid"] for c in ours}
+        if any(c.get("area") is not None for c in ours):
+            replace.warn_once("area", "the realign positive carries an area: guidance masks cover the area, not the image")
+        return executor(model, conds, x_in, timestep, model_options)
+
+    return wrapper
+
+
 def comfy_attention(q, k, v, extra_options):
     """Exactly the call ComfyUI's CrossAttention makes when no patch is installed."""
     from comfy.ldm.modules.attention import optimized_attention
@@ -77,17 +93,21 @@ def comfy_attention(q, k, v, extra_options):
 
 
 def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning):
+    from comfy.patcher_extension import WrappersMP
+
     guidances = guidance_list(guidance)
     require_sd1(model)
     sd_tokenizer = _sd1_tokenizer(clip)
     tokenize_word = _word_tokenizer(sd_tokenizer)
-    skippable = frozenset(i for p in _PUNCTUATION for i in tokenize_word(p))
+    skippable = frozenset(i for p in PUNCTUATION_MARKS for i in tokenize_word(p))
     plan = plan_patch(guidances, lambda text: _stream(clip.tokenize(text)), tokenize_word, skippable, conditioning,
                       chunk_length=sd_tokenizer.max_length)
     tokens = clip.tokenize(plan.text)
     positive = clip.encode_from_tokens_scheduled(tokens)
     if positive[0][0].shape[1] != plan.prompt_length:
         raise RuntimeError(f"encoded {positive[0][0].shape[1]} tokens, planned {plan.prompt_length}: please report this")
+    mark = uuid.uuid4().hex
+    positive = [[embedding, {**options, POSITIVE_MARK: mark}] for embedding, options in positive]
 
     patched = model.clone()
     replace = RealignReplace(
@@ -104,11 +124,12 @@ def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, 
     for name, number, index in cross_attention_blocks(patched.model.diffusion_model):
         previous = installed.get((name, number, index)) or installed.get((name, number))
         if previous is not None and hasattr(previous, "realign"):
-            previous = None  # a second Realign patch replaces the first instead of stacking on it
+            previous = previous.realign_previous  # a second Realign patch replaces the first, keeping what it wrapped
             notes.append("replaced an earlier Realign Attention Patch")
-        elif previous is not None:
+        if previous is not None:
             notes.append(f"wrapped another pack's attention patch on {name} {number}.{index}")
         patched.set_model_attn2_replace(replace.for_block(previous), name, number, index)
+    patched.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, "realign_diff", _positive_finder(replace, mark))
     report = plan.report() + "".join(f"\nnote: {n}" for n in dict.fromkeys(notes))
     return patched, positive, report
 

@@ -34,11 +34,15 @@ def timestep_strength(strength: float, timestep: float, schedule: str = "paper")
 
 
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[n, H, W] masks in [0, 1] -> [n, height, width] bool at a layer's resolution (area average > 0.5)."""
+    """[n, H, W] masks in [0, 1] -> [n, height, width] bool at a layer's resolution.
+
+    A mask is the pixels above 0.5; a layer position belongs to it when its cell overlaps it (the SPEC's
+    m_i(p) > 0 after resizing), so small objects survive at the coarse layers.
+    """
     if masks.numel() == 0:
         return torch.zeros(masks.shape[0], height, width, dtype=torch.bool, device=masks.device)
-    resized = F.interpolate(masks[:, None].float(), size=(height, width), mode="area")[:, 0]
-    return resized > 0.5
+    inside = (masks[:, None] > 0.5).float()
+    return F.interpolate(inside, size=(height, width), mode="area")[:, 0] > 0
 
 
 @dataclass
@@ -49,15 +53,30 @@ class ModulationMaps:
     ``activated``: R restricted to those columns, [G, N, C] bool.
     ``weight``: S restricted to those columns, times 1 where the token is an object token *of that image*
     and 0 where it is not (so other images' tokens stay unmodulated), [G, N, C] float32.
+    ``repeats``: how many copies of the prompt the keys hold (ComfyUI repeats a shorter conditioning to
+    match a longer one); B is measured over one copy so the push does not depend on the other prompt.
     """
 
     columns: torch.Tensor
     activated: torch.Tensor
     weight: torch.Tensor
+    repeats: int = 1
+
+    def __post_init__(self):
+        self._rows: dict[tuple[int, int], ModulationMaps] = {}
 
     @property
     def empty(self) -> bool:
         return self.columns.numel() == 0
+
+    def for_rows(self, per_chunk: int, n_chunks: int) -> ModulationMaps:
+        """Maps for a batch of ``n_chunks`` chunks of ``per_chunk`` images (image i of a chunk gets
+        guidance image i mod G), cached: the attention calls of one model share them."""
+        key = (per_chunk, n_chunks)
+        if key not in self._rows:
+            index = (torch.arange(per_chunk) % self.activated.shape[0]).repeat(n_chunks).to(self.activated.device)
+            self._rows[key] = ModulationMaps(self.columns, self.activated[index], self.weight[index], self.repeats)
+        return self._rows[key]
 
 
 def build_maps(
@@ -66,6 +85,7 @@ def build_maps(
     width: int,
     n_keys: int,
     device: torch.device | str = "cpu",
+    repeats: int = 1,
 ) -> ModulationMaps:
     """Maps for each guidance image from its objects ``(mask [H, W], token positions [T] long, score)``.
 
@@ -99,6 +119,7 @@ def build_maps(
         columns=torch.tensor(columns, dtype=torch.long, device=device),
         activated=activated.to(device),
         weight=weight.to(device=device, dtype=torch.float32),
+        repeats=repeats,
     )
 
 
@@ -113,34 +134,37 @@ def realign_attention(
 ) -> torch.Tensor:
     """Modulated cross-attention. q [B, N, H·D], k/v [B, K, H·D] (already projected) -> [B, N, H·D].
 
-    ``image_index`` [B] picks each row's guidance image in ``maps`` (default: row i -> image i).
-    Computed in float32 and returned in q's dtype.
+    ``image_index`` [B] picks each row's guidance image in ``maps``; by default row i takes image i mod G
+    (``maps.for_rows`` prepares maps whose rows already match the batch). Computed in float32, returned in
+    q's dtype. Everything below is in scaled units: with L̃ = L/√d, softmax((L + S⊙M)/√d) is
+    softmax(L̃ + S⊙M̃) where M̃ is M built from L̃ (M is linear in L).
     """
     batch, n_queries, inner = q.shape
     dim_head = inner // heads
-    scale = dim_head**-0.5
     out_dtype = q.dtype
-    q = q.float().reshape(batch, n_queries, heads, dim_head).transpose(1, 2)
+    q = (q.float() * dim_head**-0.5).reshape(batch, n_queries, heads, dim_head).transpose(1, 2)
     k = k.float().reshape(batch, -1, heads, dim_head).transpose(1, 2)
     v = v.float().reshape(batch, -1, heads, dim_head).transpose(1, 2)
-    logits = q @ k.transpose(-1, -2)  # [B, H, N, K], unscaled L
+    logits = q @ k.transpose(-1, -2)  # [B, H, N, K], L/√d
 
     if not maps.empty and strength != 0.0:
-        if image_index is None:
-            image_index = torch.arange(batch, device=q.device) % maps.activated.shape[0]
+        activated, weight = maps.activated, maps.weight
+        if image_index is not None:
+            activated, weight = activated[image_index], weight[image_index]
+        elif activated.shape[0] != batch:
+            index = torch.arange(batch, device=activated.device) % activated.shape[0]
+            activated, weight = activated[index], weight[index]
         cols = maps.columns
-        activated = maps.activated[image_index][:, None]  # [B, 1, N, C]
-        weight = maps.weight[image_index][:, None]
         object_logits = logits[..., cols]  # [B, H, N, C]
-        probs = torch.exp(object_logits * scale - torch.logsumexp(logits * scale, dim=-1, keepdim=True))  # B
+        # B, over one copy of the prompt's keys
+        probs = torch.exp(object_logits - torch.logsumexp(logits, dim=-1, keepdim=True)) * maps.repeats
         push = torch.where(
-            activated,
+            activated[:, None],
             logits.amax(dim=-1, keepdim=True) - object_logits,  # Mpos
             -(object_logits - logits.amin(dim=-1, keepdim=True)),  # -Mneg
         )
-        bias = weight * (strength * push * (1.0 - probs))  # S ⊙ M on the object columns
-        logits = logits.index_add(-1, cols, bias)
+        logits.index_add_(-1, cols, weight[:, None] * (strength * push * (1.0 - probs)))  # + S ⊙ M
 
-    attention = torch.softmax(logits * scale, dim=-1)
+    attention = torch.softmax(logits, dim=-1)
     out = attention @ v
     return out.transpose(1, 2).reshape(batch, n_queries, inner).to(out_dtype)

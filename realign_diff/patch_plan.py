@@ -13,7 +13,7 @@ import torch
 
 from .guidance import RealignGuidance
 from .realign_patch import PatchObject
-from .tokens import ObjectTokens, TokenizeWord, conditioning_text, locate_object
+from .tokens import ObjectTokens, TokenizeWord, conditioning_text, locate_object, split_words, tag_variants
 
 CONDITIONING_MODES = ("prompt + local captions", "prompt only")
 MAX_CHUNKS = 3  # 3 x 75 tokens: beyond that the objects would drown the prompt
@@ -87,26 +87,33 @@ def plan_patch(
             kept.append(obj)
         usable.append(kept)
 
+    names = {o.tag: frozenset(w for v in tag_variants(o.tag) for w in split_words(v)) for kept in usable for o in kept}
+
+    def others(tag: str) -> frozenset[str]:  # words naming the other objects
+        return frozenset().union(*(words for name, words in names.items() if name != tag)) - names.get(tag, frozenset())
+
+    def locate(stream, obj):
+        return locate_object(stream, obj.tag, obj.caption, tokenize_word, skippable, others(obj.tag))
+
     captions = []
     if mode == CONDITIONING_MODES[0]:
         prompt_stream = tokenize_text(prompt)
         for obj in (o for kept in usable for o in kept):
             phrase = obj.caption.strip() or obj.tag
-            if obj.score > 0 and phrase not in captions:
-                if locate_object(prompt_stream, obj.tag, obj.caption, tokenize_word, skippable).matched != "caption":
-                    captions.append(phrase)
+            if obj.score > 0 and phrase not in captions and "caption" not in locate(prompt_stream, obj).matched:
+                captions.append(phrase)
     text = conditioning_text(prompt, captions)
     stream = tokenize_text(text)
-    if len(stream) > MAX_CHUNKS * chunk_length:
+    if captions and len(stream) > MAX_CHUNKS * chunk_length:
         raise ValueError(
-            f"The prompt plus {len(captions)} local captions need {len(stream) // chunk_length} CLIP chunks of 75 "
-            f"tokens (at most {MAX_CHUNKS}). Keep fewer objects (lower the captioner's top-k or raise its "
-            "thresholds) or choose conditioning 'prompt only'."
+            f"The prompt plus {len(captions)} appended local captions need {len(stream) // chunk_length} CLIP chunks "
+            f"of 75 tokens (at most {MAX_CHUNKS} with captions appended). Keep fewer objects (lower the captioner's "
+            "top-k or raise its thresholds) or choose conditioning 'prompt only'."
         )
 
     located, objects_per_image = [], []
     for kept in usable:
-        found = [locate_object(stream, o.tag, o.caption, tokenize_word, skippable) for o in kept]
+        found = [locate(stream, o) for o in kept]
         located.append(found)
         objects_per_image.append(
             [PatchObject(o.mask, torch.tensor(f.positions, dtype=torch.long), o.score) for o, f in zip(kept, found)]

@@ -1,11 +1,12 @@
 """The cross-attention replace function: ComfyUI's attn2 contract without importing ComfyUI.
 
 ComfyUI calls ``fn(q, k, v, extra_options)`` with q/k/v projected, ``[B, N, heads·dim_head]``;
-``extra_options`` carries ``n_heads``, ``cond_or_uncond`` (the batch is chunked: 0 = positive,
-1 = negative), ``sigmas``, ``sample_sigmas``, ``activations_shape``/``original_shape``, ``block`` and
-``block_index``. Only positive chunks are modulated; everything else, and every call where the
-modulation is off, goes to the fallback attention (ComfyUI's own, or a replace another pack
-installed on the same block), so with λ = 0 the output is exactly ComfyUI's.
+``extra_options`` carries ``n_heads``, ``cond_or_uncond`` and ``uuids`` (the batch is chunked, one chunk
+per condition), ``sigmas``, ``sample_sigmas``, ``activations_shape``/``original_shape``, ``block`` and
+``block_index``. Only the chunks of our own positive conditioning are modulated (known by uuid when the
+glue reports them, else the chunks flagged 0); everything else, and every call where the modulation is
+off, goes to the fallback attention (ComfyUI's own, or a replace another pack installed on the same
+block), so with λ = 0 the output is exactly ComfyUI's.
 """
 
 from __future__ import annotations
@@ -87,9 +88,13 @@ class RealignReplace:
         self.sigma_to_timestep = sigma_to_timestep
         self.attention_fn = attention_fn
         self.has_objects = any(obj.positions.numel() for objects in objects_per_image for obj in objects)
+        self.positive_uuids: set | None = None  # set by the glue before each batch of conditions
         self.called_blocks: set[tuple] = set()
+        self.modulated_blocks: set[tuple] = set()
         self.modulated_calls = 0
+        self.modulated_rows = 0
         self._maps: dict[tuple, ModulationMaps] = {}
+        self._strength_of: tuple[object, float] = (None, 0.0)  # (the sigmas tensor of the current call, λ_t)
         self._warned: set[str] = set()
 
     def for_block(self, previous: Callable | None = None) -> Callable:
@@ -98,27 +103,33 @@ class RealignReplace:
         def replace(q, k, v, extra_options):
             return self(q, k, v, extra_options, previous)
 
-        replace.realign = self  # lets a later patch (or a test) find us
+        replace.realign = self  # lets a later Realign patch (or a test) find us
+        replace.realign_previous = previous  # ... and keep what we wrapped
         return replace
 
     def current_strength(self, extra_options: dict) -> float:
+        """λ_t for this model call; computed once per call (every block sees the same ``sigmas`` tensor)."""
         sigmas = extra_options.get("sigmas")
         if self.strength == 0.0 or not self.has_objects or sigmas is None:
             return 0.0
+        if self._strength_of[0] is sigmas:
+            return self._strength_of[1]
         sigma = sigmas.detach().flatten()[0].float()
-        if sampling_progress(float(sigma), extra_options.get("sample_sigmas")) >= self.end_percent:
-            return 0.0
-        timestep = float(self.sigma_to_timestep(sigma.reshape(1)).flatten()[0])
-        return timestep_strength(self.strength, timestep, self.schedule)
+        strength = 0.0
+        if self.end_percent >= 1.0 or sampling_progress(float(sigma), extra_options.get("sample_sigmas")) < self.end_percent:
+            timestep = float(self.sigma_to_timestep(sigma.reshape(1)).flatten()[0])
+            strength = timestep_strength(self.strength, timestep, self.schedule)
+        self._strength_of = (sigmas, strength)
+        return strength
 
-    def _warn_once(self, key: str, message: str, *args) -> None:
+    def warn_once(self, key: str, message: str, *args) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("[RealignDiff] " + message, *args)
 
     def maps_for(self, height: int, width: int, n_keys: int, device: torch.device) -> ModulationMaps | None:
         if n_keys % self.prompt_length:
-            self._warn_once(
+            self.warn_once(
                 f"keys{n_keys}",
                 "cross-attention has %d keys, not a multiple of the realign conditioning's %d tokens: "
                 "use the patch node's CONDITIONING output as the positive prompt. Modulation skipped.",
@@ -134,7 +145,7 @@ class RealignReplace:
                 [(o.mask, (o.positions[None, :] + offsets[:, None]).flatten(), o.score) for o in objects]
                 for objects in self.objects_per_image
             ]
-            self._maps[key] = build_maps(tiled, height, width, n_keys, device)
+            self._maps[key] = build_maps(tiled, height, width, n_keys, device, repeats=repeats)
             self._check_aspect(height, width)
         return self._maps[key]
 
@@ -143,48 +154,62 @@ class RealignReplace:
             if objects:
                 mask_h, mask_w = objects[0].mask.shape
                 if abs(mask_w / mask_h - width / height) > 0.02 * width / height:
-                    self._warn_once(
+                    self.warn_once(
                         "aspect",
                         "guidance masks are %dx%d but the latent is %dx%d (width x height at this layer): "
                         "the masks are stretched to fit",
                         mask_w, mask_h, width, height,
                     )
 
+    def positive_chunks(self, extra_options: dict, n_chunks: int) -> list[int]:
+        """The chunks of our own positive conditioning."""
+        uuids = extra_options.get("uuids")
+        if self.positive_uuids is not None and uuids is not None and len(uuids) == n_chunks:
+            return [c for c, uuid in enumerate(uuids) if uuid in self.positive_uuids]
+        flags = extra_options.get("cond_or_uncond") or [0] * n_chunks
+        return [c for c, flag in enumerate(flags) if flag == 0]
+
     def __call__(self, q, k, v, extra_options, previous: Callable | None = None):
         block = extra_options.get("block")
-        if block is not None:
-            self.called_blocks.add((block[0], block[1], extra_options.get("block_index", 0)))
+        block_key = (block[0], block[1], extra_options.get("block_index", 0)) if block is not None else None
+        self.called_blocks.add(block_key)
         fallback = previous if previous is not None else self.attention_fn
         strength = self.current_strength(extra_options)
         if strength == 0.0:
             return fallback(q, k, v, extra_options)
 
-        batch = q.shape[0]
-        chunks = list(extra_options.get("cond_or_uncond") or [0])
-        per_chunk = batch // len(chunks)
-        rows = [c * per_chunk + i for c, flag in enumerate(chunks) if flag == 0 for i in range(per_chunk)]
-        if not rows:
-            return fallback(q, k, v, extra_options)
-        size = layer_size(extra_options, q.shape[1])
-        if size is None:
-            self._warn_once("size", "cannot tell this layer's resolution (%d queries); modulation skipped", q.shape[1])
-            return fallback(q, k, v, extra_options)
-        maps = self.maps_for(size[0], size[1], k.shape[1], q.device)
+        n_chunks = len(extra_options.get("cond_or_uncond") or [0])
+        per_chunk = q.shape[0] // n_chunks
+        chunks = self.positive_chunks(extra_options, n_chunks)
+        size = layer_size(extra_options, q.shape[1]) if chunks else None
+        if chunks and size is None:
+            self.warn_once("size", "a cross-attention layer with %d queries matches no latent size; it is not "
+                            "modulated (please report the model and image size)", q.shape[1])
+        maps = self.maps_for(size[0], size[1], k.shape[1], q.device) if size else None
         if maps is None or maps.empty:
             return fallback(q, k, v, extra_options)
+        if len(self.objects_per_image) > 1 and len(self.objects_per_image) != per_chunk:
+            self.warn_once("batch", "%d guidance images for a batch of %d latents: guidance is reused in turn",
+                            len(self.objects_per_image), per_chunk)
 
-        cond = torch.tensor(rows, device=q.device)
-        image_index = torch.tensor([r % per_chunk for r in rows], device=q.device) % maps.activated.shape[0]
-        modulated = realign_attention(q[cond], k[cond], v[cond], extra_options["n_heads"], maps, strength, image_index)
+        spans = [slice(c * per_chunk, (c + 1) * per_chunk) for c in chunks]
+        qp, kp, vp = (t[spans[0]] if len(spans) == 1 else torch.cat([t[s] for s in spans]) for t in (q, k, v))
+        modulated = realign_attention(qp, kp, vp, extra_options["n_heads"], maps.for_rows(per_chunk, len(spans)), strength)
         self.modulated_calls += 1
-        if previous is not None:  # another pack's patch keeps the whole batch; we replace the positive rows
+        self.modulated_rows += qp.shape[0]
+        self.modulated_blocks.add(block_key)
+        if previous is not None:
+            # another pack's patch (e.g. an image prompt adding its own term) keeps its effect: we add our change
             out = previous(q, k, v, extra_options).clone()
-        else:
-            out = torch.empty_like(q)
-            positive = set(rows)
-            other = [r for r in range(batch) if r not in positive]
-            if other:
-                index = torch.tensor(other, device=q.device)
-                out[index] = self.attention_fn(q[index], k[index], v[index], extra_options).to(q.dtype)
-        out[cond] = modulated.to(out.dtype)
+            delta = modulated - self.attention_fn(qp, kp, vp, extra_options).to(modulated.dtype)
+            for index, span in enumerate(spans):
+                out[span] += delta[index * per_chunk : (index + 1) * per_chunk].to(out.dtype)
+            return out
+        out = torch.empty_like(q)
+        for c in range(n_chunks):
+            if c not in chunks:
+                span = slice(c * per_chunk, (c + 1) * per_chunk)
+                out[span] = self.attention_fn(q[span], k[span], v[span], extra_options).to(q.dtype)
+        for index, span in enumerate(spans):
+            out[span] = modulated[index * per_chunk : (index + 1) * per_chunk].to(q.dtype)
         return out

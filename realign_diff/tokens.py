@@ -2,10 +2,11 @@
 
 CLIP's BPE tokenizes each word independently of its neighbours, so a phrase's token ids appear
 as a contiguous run in the token stream of any text that contains it (punctuation aside). An
-object is located by its local caption first ("a yellow pen"), then by its tag ("pen", plural
-or singular); its token set is every matched token of a content word (articles, conjunctions
-and punctuation are left out: they belong to no object). The stream is the tokenizer's output
-for the whole conditioning, chunks included (start, end and padding tokens never match).
+object's token set (SPEC: T_i, its tag/phrase and local-caption tokens) is the content words of its
+local caption wherever the caption occurs ("a yellow pen" -> yellow, pen), plus every occurrence of
+its tag, plural or singular ("pen", "pens"). Articles, conjunctions, punctuation and words naming
+other objects are left out. The stream is the tokenizer's output for the whole conditioning, chunks
+included (start, end and padding tokens never match).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ STOP_WORDS = frozenset(
     "a an the and or of with in on at to for from by is are be it its this that these those some".split()
 )
 _PUNCTUATION = ".,;:!?\"'()[]{}"
+PUNCTUATION_MARKS = (",", ".", ";", ":", "!", "?")  # tokens that may sit between a phrase's words
 
 TokenizeWord = Callable[[str], list[int]]  # one word -> its token ids (no start/end tokens)
 
@@ -27,7 +29,7 @@ class ObjectTokens:
     tag: str
     caption: str
     positions: list[int] = field(default_factory=list)  # key indices in one prompt-length sequence
-    matched: str = ""  # "caption", "tag" or "" when the object is not in the conditioning
+    matched: str = ""  # "caption", "tag", "caption+tag" (the tag occurs elsewhere too) or "" (not found)
     matched_words: list[str] = field(default_factory=list)
 
 
@@ -92,25 +94,30 @@ def locate_object(
     caption: str,
     tokenize_word: TokenizeWord,
     skippable: frozenset[int] = frozenset(),
+    exclude_words: frozenset[str] = frozenset(),
 ) -> ObjectTokens:
-    """The object's token positions: its caption's content words if the caption occurs, else its tag."""
+    """The object's token positions: its caption's content words where the caption occurs, plus its tag.
+
+    ``exclude_words``: words that name other objects, left out of the caption's contribution.
+    """
     result = ObjectTokens(tag=tag, caption=caption)
-    candidates = [("caption", split_words(caption))] + [("tag", split_words(v)) for v in tag_variants(tag)]
-    for kind, words in candidates:
-        if not words:
-            continue
-        occurrences = find_phrase(stream, [tokenize_word(w) for w in words], skippable)
-        if not occurrences:
-            continue
-        positions = sorted(
-            {p for occurrence in occurrences for word, spots in zip(words, occurrence) if word not in STOP_WORDS for p in spots}
-        )
-        if not positions:
-            continue
-        result.positions = positions
-        result.matched = kind
-        result.matched_words = [w for w in words if w not in STOP_WORDS]
-        return result
+    positions: set[int] = set()
+    caption_words = split_words(caption)
+    content = [w for w in caption_words if w not in STOP_WORDS and w not in exclude_words]
+    if content:
+        for occurrence in find_phrase(stream, [tokenize_word(w) for w in caption_words], skippable):
+            positions.update(p for word, spots in zip(caption_words, occurrence) if word in content for p in spots)
+    if positions:
+        result.matched, result.matched_words = "caption", list(content)
+    tag_positions: set[int] = set()
+    for variant in tag_variants(tag):
+        words = split_words(variant)
+        for occurrence in find_phrase(stream, [tokenize_word(w) for w in words], skippable):
+            tag_positions.update(p for word, spots in zip(words, occurrence) if word not in STOP_WORDS for p in spots)
+    if tag_positions - positions:
+        result.matched = "caption+tag" if positions else "tag"
+        result.matched_words += [w for w in split_words(tag) if w not in result.matched_words and w not in STOP_WORDS]
+    result.positions = sorted(positions | tag_positions)
     return result
 
 

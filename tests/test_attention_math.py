@@ -223,14 +223,14 @@ def test_replace_gives_each_image_of_a_batch_its_own_guidance():
     assert torch.equal(out[:2], reference_attention(q[:2], k[:2], v[:2], extra()))
 
 
-def test_replace_tiles_token_positions_when_comfyui_repeats_the_conditioning():
+def test_a_repeated_conditioning_gives_what_one_copy_gives():
+    # ComfyUI repeats a shorter conditioning to the longer one's length: [k; k] must not change the push
     q, k, v = random_qkv()
-    half = KEYS // 2
-    replace = make_replace(objects=[[PatchObject(left_mask(), torch.tensor([1]), 2.0)]], prompt_length=half)
-    out = replace(q, k, v, extra())
-    maps = build_maps([[(left_mask(), torch.tensor([1, 1 + half]), 2.0)]], H, W, KEYS)
-    expected = realign_attention(q[1:], k[1:], v[1:], HEADS, maps, timestep_strength(1.0, 500))
-    torch.testing.assert_close(out[1:], expected)
+    objects = [[PatchObject(left_mask(), torch.tensor([1, 4]), 2.0)]]
+    single = make_replace(objects=objects)(q, k, v, extra())
+    doubled = make_replace(objects=objects)(q, torch.cat([k, k], 1), torch.cat([v, v], 1), extra())
+    torch.testing.assert_close(doubled, single, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(single[1], reference_attention(q, k, v, extra())[1])
 
 
 def test_replace_skips_keys_of_another_length_with_a_warning(caplog):
@@ -244,25 +244,42 @@ def test_replace_wraps_a_patch_another_pack_installed():
     q, k, v = random_qkv()
     seen = []
 
-    def other_pack(q_, k_, v_, options):
+    def other_pack(q_, k_, v_, options):  # like an image-prompt pack: plain attention plus its own term
         seen.append(q_.shape[0])
-        return reference_attention(q_, k_, v_, options) * 2
+        return reference_attention(q_, k_, v_, options) + 100.0
 
     replace = make_replace()
-    fn = replace.for_block(other_pack)
-    out = fn(q, k, v, extra(cond_or_uncond=(1, 0)))
+    out = replace.for_block(other_pack)(q, k, v, extra(cond_or_uncond=(1, 0)))
     assert seen == [2]  # it still sees the whole batch
-    assert torch.equal(out[0], reference_attention(q, k, v, extra())[0] * 2)
+    assert torch.equal(out[0], reference_attention(q, k, v, extra())[0] + 100.0)
+    ours = make_replace()(q, k, v, extra(cond_or_uncond=(1, 0)))
+    torch.testing.assert_close(out[1], ours[1] + 100.0)  # its term survives on the positive rows too
     off = make_replace(strength=0.0).for_block(other_pack)
-    assert torch.equal(off(q, k, v, extra()), reference_attention(q, k, v, extra()) * 2)
+    assert torch.equal(off(q, k, v, extra()), reference_attention(q, k, v, extra()) + 100.0)
     assert replace.called_blocks == {("input", 1, 0)}
 
 
-def test_masks_of_another_aspect_are_stretched_with_a_warning(caplog):
-    q, k, v = random_qkv()
-    square = torch.ones(64, 64)
-    square[:, 32:] = 0
-    replace = make_replace(objects=[[PatchObject(square, torch.tensor([2]), 2.0)]])
-    out = replace(q, k, v, extra())  # the layer is H x W = 4 x 6
-    assert "stretched to fit" in caplog.text
-    assert not torch.equal(out, reference_attention(q, k, v, extra()))
+def test_only_our_conditions_chunks_are_modulated_when_their_uuids_are_known():
+    q, k, v = random_qkv(batch=3)
+    options = extra(cond_or_uncond=(0, 1, 0)) | {"uuids": ["other-positive", "negative", "ours"]}
+    replace = make_replace()
+    replace.positive_uuids = {"ours"}
+    out = replace(q, k, v, options)
+    plain = reference_attention(q, k, v, options)
+    assert torch.equal(out[:2], plain[:2])  # a positive that is not ours (e.g. SAG's, DualCFG's) is left alone
+    assert not torch.allclose(out[2], plain[2])
+
+
+def test_mask_rule_keeps_small_objects_and_ignores_faint_paint():
+    small = torch.zeros(64, 64)
+    small[20:24, 20:24] = 1  # a 4x4 px object inside one 16x16 cell
+    assert resize_masks(small[None], 4, 4).sum() == 1  # still present at a 16x coarser layer
+    faint = torch.full((64, 64), 0.3)  # a feathered brush's halo
+    assert not resize_masks(faint[None], 8, 8).any()
+
+
+def test_a_guidance_batch_that_does_not_match_the_latents_is_reported(caplog):
+    q, k, v = random_qkv(batch=6)
+    objects = [[PatchObject(left_mask(), torch.tensor([2]), 2.0)] for _ in range(2)]
+    make_replace(objects=objects)(q, k, v, extra(batch_per_chunk=3))
+    assert "2 guidance images for a batch of 3 latents" in caplog.text

@@ -100,3 +100,35 @@ def test_no_objects_is_a_normal_plan(tok):
     assert plan.text == "a red book" and plan.objects_per_image == [[]]
     assert "no objects" in plan.report()
     assert "no object was located" in plan.report()
+
+
+def test_an_appended_caption_and_the_prompts_own_word_both_belong_to_the_object(tok):
+    guidance = RealignGuidance("a red book and a pen", 64, 64, [GuidedObject("pen", 2.0, "a yellow pen", box(0, 0, 8, 8))])
+    plan = plan_patch([guidance], tok[0], tok[1])
+    assert plan.text == "a red book and a pen, a yellow pen"
+    assert decoded(tok, plan, 0, 0) == "pen yellow pen"  # the prompt's "pen" and the appended caption
+    assert plan.located[0][0].matched == "caption+tag"
+
+
+def test_plural_tags_in_the_prompt_are_the_objects_too(tok):
+    guidance = RealignGuidance("two pens on a desk", 64, 64, [GuidedObject("pen", 2.0, "pen", box(0, 0, 8, 8))])
+    plan = plan_patch([guidance], tok[0], tok[1])
+    assert plan.text == "two pens on a desk, pen"
+    assert decoded(tok, plan, 0, 0) == "pens pen"
+
+
+def test_a_caption_naming_another_object_leaves_that_word_to_it(tok):
+    guidance = RealignGuidance("a yellow pen on a wooden desk", 64, 64, [
+        GuidedObject("pen", 2.0, "a yellow pen on a wooden desk", box(0, 0, 8, 8)),
+        GuidedObject("desk", 0.5, "a wooden desk", box(8, 0, 64, 64)),
+    ])
+    plan = plan_patch([guidance], tok[0], tok[1])
+    assert "desk" not in decoded(tok, plan, 0, 0).split()
+    assert decoded(tok, plan, 0, 1) == "wooden desk"
+
+
+def test_a_long_prompt_alone_is_never_refused(tok):
+    prompt = ", ".join(["a beautiful detailed landscape painting"] * 50) + ", a pen"
+    guidance = RealignGuidance(prompt, 64, 64, [GuidedObject("pen", 2.0, "a pen", box(0, 0, 8, 8))])
+    plan = plan_patch([guidance], tok[0], tok[1], mode="prompt only")
+    assert plan.prompt_length > MAX_CHUNKS * 77 and plan.objects_per_image[0][0].positions.numel() > 0

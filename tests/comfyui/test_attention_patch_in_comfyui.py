@@ -102,9 +102,9 @@ def test_another_packs_patch_on_the_same_block_is_wrapped(comfyui, sd15_checkpoi
     model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[:2]
     calls = []
 
-    def other_pack(q, k, v, extra_options):
+    def other_pack(q, k, v, extra_options):  # adds its own term, as image-prompt packs do
         calls.append(extra_options["block"])
-        return comfy_attention(q, k, v, extra_options)
+        return comfy_attention(q, k, v, extra_options) + 0.01
 
     first_block = cross_attention_blocks(model.model.diffusion_model)[0]
     other = model.clone()
@@ -118,8 +118,64 @@ def test_another_packs_patch_on_the_same_block_is_wrapped(comfyui, sd15_checkpoi
     negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
     comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", positive, negative, latent)
     assert calls and all(tuple(c) == tuple(first_block[:2]) for c in calls)
-    again, _, report = apply_realign_patch(patched, clip, guidance, 1.0, "paper", 1.0, "prompt only")
-    assert "replaced an earlier Realign Attention Patch" in report
+    again, positive_again, report = apply_realign_patch(patched, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    assert "replaced an earlier Realign Attention Patch" in report and "wrapped another pack's" in report
+    calls.clear()
+    comfyui.nodes.common_ksampler(again, 1, 2, 5.0, "euler", "normal", positive_again, negative, latent)
+    assert calls  # the other pack's patch survives a second Realign patch
+
+
+def test_only_our_positive_is_modulated_when_another_positive_is_combined(comfyui, sd15_checkpoint):
+    from realign_pack.nodes.attention_patch import apply_realign_patch
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[:2]
+    mask = torch.zeros(64, 64)
+    mask[:, :32] = 1
+    guidance = [RealignGuidance(PROMPT, 64, 64, [GuidedObject("book", 2.0, "a red book", mask)])]
+    patched, positive, _ = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
+    other = comfyui.nodes.CLIPTextEncode().encode(clip, "a blue car on a street")[0]  # same length, flagged positive too
+    combined = comfyui.nodes.ConditioningCombine().combine(positive, other)[0]
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
+    comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", combined, negative, {"samples": torch.zeros(1, 4, 8, 8)})
+    assert realign.modulated_calls > 0 and len(realign.positive_uuids) == 1
+    assert realign.modulated_rows == realign.modulated_calls  # one row (ours) per call, never the other positive
+
+
+@pytest.fixture(scope="module")
+def two_level_checkpoint(comfyui):
+    from realign_testkit.sd15_checkpoint import write_sd15_checkpoint
+
+    name = "realign_sd15_two_level.safetensors"
+    path = comfyui.models_dir / "checkpoints" / name
+    if not path.exists():
+        write_sd15_checkpoint(path, unet_overrides={
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "block_out_channels": [320, 640],
+        })
+    return name
+
+
+def test_every_block_is_modulated_at_every_layer_size_of_an_odd_latent(comfyui, two_level_checkpoint):
+    from realign_pack.nodes.attention_patch import apply_realign_patch, cross_attention_blocks
+    from realign_pack.realign_diff.guidance import GuidedObject, RealignGuidance
+
+    model, clip = comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(two_level_checkpoint)[:2]
+    assert type(model.model.model_config).__name__ == "SD15"
+    mask = torch.zeros(13 * 8, 17 * 8)
+    mask[:, : 9 * 8] = 1
+    guidance = [RealignGuidance(PROMPT, 17 * 8, 13 * 8, [GuidedObject("book", 2.0, "a red book", mask)])]
+    patched, positive, _ = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
+    realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
+    negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
+    out = comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", positive, negative,
+                                        {"samples": torch.zeros(1, 4, 13, 17)})[0]["samples"]
+    assert out.shape == (1, 4, 13, 17)
+    blocks = set(cross_attention_blocks(patched.model.diffusion_model))
+    assert len(blocks) > 4 and realign.modulated_blocks == blocks
+    assert {key[:2] for key in realign._maps} == {(13, 17), (7, 9)}  # both resolutions, odd sizes rounded up
 
 
 def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):

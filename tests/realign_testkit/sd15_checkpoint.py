@@ -3,6 +3,7 @@
 ``small_unet=True`` keeps a one-level UNet that ComfyUI still detects as SD-1.5; the CLIP-L text
 encoder and the VAE are complete by default because ComfyUI builds them with fixed shapes.
 ``tiny_clip_vae=True`` shrinks those too, for code (the trainer) that reads shapes from the file.
+``unet_overrides`` changes the UNet's diffusers config (e.g. two levels, to get layers of several sizes).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ TINY_VAE = {"block_out_channels": [32, 32], "down_block_types": ["DownEncoderBlo
             "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1, "norm_num_groups": 32}
 
 
-def build_components(small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0):
+def build_components(small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, unet_overrides: dict | None = None):
     """Random-weight (unet, vae, text_encoder) diffusers/transformers modules and their configs."""
     ensure_torchvision_importable()
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -28,6 +29,7 @@ def build_components(small_unet: bool = True, tiny_clip_vae: bool = False, seed:
 
     torch.manual_seed(seed)
     unet_config = copy.deepcopy(sd15_configs.UNET_SMALL if small_unet else sd15_configs.UNET)
+    unet_config.update(unet_overrides or {})
     vae_config = copy.deepcopy(sd15_configs.VAE)
     clip_config = copy.deepcopy(sd15_configs.CLIP_TEXT)
     if tiny_clip_vae:
@@ -49,12 +51,13 @@ def ldm_state_dict(unet, vae, text_encoder, dtype: torch.dtype = torch.float16) 
 
 
 def write_sd15_checkpoint(
-    path: str | Path, small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, dtype: torch.dtype = torch.float16
+    path: str | Path, small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, dtype: torch.dtype = torch.float16,
+    unet_overrides: dict | None = None,
 ) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    unet, vae, text_encoder = build_components(small_unet, tiny_clip_vae, seed)
+    unet, vae, text_encoder = build_components(small_unet, tiny_clip_vae, seed, unet_overrides)
     save_file(ldm_state_dict(unet, vae, text_encoder, dtype), str(path))
     return path
