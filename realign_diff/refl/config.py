@@ -164,12 +164,21 @@ def _groups() -> dict[str, str]:
     }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' only where there is a default to show and the help text does not give it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required or "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python training/refl.py",
         description="ReFL fine-tuning of SD-1.5 against the BLIP-2 caption reward (RealignDiff stage 1). "
         "Writes a checkpoint that ComfyUI's Load Checkpoint node loads, or with --lora a LoRA for LoraLoader.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     groups = {key: parser.add_argument_group(title) for key, title in _groups().items()}
     for f in dataclasses.fields(TrainConfig):

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import logging
 import math
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,13 @@ class MetricsLogger:
         if resume_step is not None and self.csv_path.is_file():
             with self.csv_path.open(newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with self.csv_path.open("w", newline="") as f:  # a resumed run drops the rows after its checkpoint
+        # a resumed run drops the rows after its checkpoint; rewritten beside and renamed, so a kill loses none
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp-{os.getpid()}")
+        with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.replace(tmp, self.csv_path)
         self.writer = None
         if tensorboard and tensorboard_available():
             from torch.utils.tensorboard import SummaryWriter

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# what a run killed mid-write leaves behind: ``.checkpoint-7.tmp-1234``, ``.trainable.safetensors.tmp-1234``, ...
+TEMPORARY_RE = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -107,6 +109,56 @@ def save_training_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, 
         for _, path in list_checkpoints(run_dir)[:-total_limit]:
             shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        try:
+            import psutil
+        except ImportError:
+            return True
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours, or the platform cannot tell: leave its files alone
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, only_for: str | None = None) -> list[Path]:
+    """Cleans up after runs killed while saving: their temporary files and folders (a full checkpoint's is
+    the size of the UNet plus its optimizer state) are deleted, and a checkpoint caught between the two
+    renames of a re-save is put back. Whole run folder, or only the temporaries of the file ``only_for``
+    (the output's folder may be a large models folder). Those of a live process stay."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if only_for:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(f".{only_for}.")]
+    else:
+        candidates = list(folder.rglob(".*"))
+    removed = []
+    for path in sorted(candidates):
+        match = TEMPORARY_RE.match(path.name)
+        if not match or not path.exists() or _process_alive(int(match.group(2))):
+            continue
+        kept = path.with_name(path.name[1 : match.start(1) - 1])
+        if match.group(1) == "old" and CHECKPOINT_RE.match(kept.name) and not kept.exists():
+            os.replace(path, kept)
+            log.info("restored %s, which a killed run was replacing", kept)
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d half-written file(s) of an earlier, killed run from %s", len(removed), folder)
+    return removed
 
 
 def load_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -91,6 +91,8 @@ class ReFLTrainer:
         self.best_reward: float | None = None
         self.best_step: int | None = None
         self.bad_validations = 0
+        saving.remove_stale_temporaries(self.run_dir)
+        saving.remove_stale_temporaries(Path(config.output).parent, only_for=Path(config.output).name)
         resumed = self._maybe_resume()
         self.metrics = MetricsLogger(self.run_dir, config.tensorboard, resume_step=self.global_step if resumed else None)
         self.resumed = resumed

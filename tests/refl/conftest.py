@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from realign_testkit.blip2 import write_tiny_blip2
 from realign_testkit.refl import write_prompts, write_tiny_sd1_checkpoint
 
 
@@ -16,3 +17,9 @@ def tiny_base(tmp_path_factory):
 @pytest.fixture
 def prompts_file(tmp_path):
     return write_prompts(tmp_path / "prompts.txt")
+
+
+@pytest.fixture(scope="session")
+def blip2_dirs(tmp_path_factory):
+    """(captioner folder, text-encoder folder): tiny random BLIP-2 models in Hugging Face format."""
+    return write_tiny_blip2(tmp_path_factory.mktemp("blip2"))

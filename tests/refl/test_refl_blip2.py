@@ -4,22 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from realign_diff import sd15_keys
 from realign_diff.refl.scorer import load_caption_reward
 from realign_diff.refl.trainer import ReFLTrainer
-from realign_testkit.blip2 import write_tiny_blip2
 from realign_testkit.refl import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def blip2_dirs(tmp_path_factory):
-    return write_tiny_blip2(tmp_path_factory.mktemp("blip2"))
 
 
 def test_reward_term_alone_reaches_unet_weights_through_blip2(tmp_path, tiny_base, prompts_file, blip2_dirs):
