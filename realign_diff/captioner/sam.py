@@ -61,6 +61,10 @@ def model_type_of(config: SamConfig) -> str:
     return "custom"
 
 
+PIXEL_MEAN = [123.675, 116.28, 103.53]  # segment-anything's, on 0-255 pixels
+PIXEL_STD = [58.395, 57.12, 57.375]
+
+
 def build_sam(config: SamConfig) -> nn.Module:
     """segment-anything's ``Sam`` for ``config`` (what ``build_sam_vit_*`` builds for the three originals)."""
     ensure_torchvision_importable()  # segment_anything imports torchvision
@@ -100,8 +104,8 @@ def build_sam(config: SamConfig) -> nn.Module:
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=PIXEL_MEAN,
+        pixel_std=PIXEL_STD,
     )
     return sam.eval()
 
@@ -177,10 +181,18 @@ def load_sam(
             f"{os.path.basename(checkpoint_path)} is a SAM {detected} checkpoint (ViT width {config.encoder_embed_dim}, "
             f"{config.encoder_depth} blocks), not {model_type}: choose model type {choice}"
         )
-    sam = build_sam(config)
-    missing, unexpected = sam.load_state_dict(state, strict=False)
+    with torch.device("meta"):  # no random init to overwrite (seconds and a second copy of vit_h's 2.4 GB)
+        sam = build_sam(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = sam.load_state_dict(state, strict=False, assign=True)
     if missing:
         raise ValueError(f"incomplete SAM checkpoint: {len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
+    # the only tensors checkpoints do not hold (non-persistent buffers): set as Sam's constructor does
+    sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
+    sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+    unset = [name for name, t in [*sam.named_parameters(), *sam.named_buffers()] if t.is_meta]
+    if unset:
+        raise ValueError(f"SAM tensors not set by the checkpoint: {', '.join(unset[:3])} (a bug, please report)")
     # unexpected keys (e.g. SAM-HQ's extra decoder) are ignored: SAM-HQ keeps SAM's own weights intact
     del state
     sam.requires_grad_(False)

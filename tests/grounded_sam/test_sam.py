@@ -19,6 +19,19 @@ def test_loader_reads_the_architecture_from_the_file_and_loads_every_tensor(tiny
     for key, value in saved.items():
         assert torch.equal(loaded[key], value), key
     assert not tiny_segmenter.sam.training
+    assert torch.equal(tiny_segmenter.sam.pixel_std.flatten(), torch.tensor([58.395, 57.12, 57.375]))
+
+
+def test_a_half_precision_safetensors_file_loads_to_float32_and_segments_like_the_pth(tmp_path, tiny_segmenter, synthetic_image):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "sam_tiny_fp16.safetensors"
+    save_file({k: v.half() for k, v in tiny_sam_state_dict().items()}, str(path))
+    half = load_sam(path)
+    assert all(p.dtype == torch.float32 for p in half.sam.parameters())
+    boxes = torch.tensor([[4.0, 4.0, 40.0, 30.0]])
+    agree = (half.segment(synthetic_image, boxes) == tiny_segmenter.segment(synthetic_image, boxes)).float().mean()
+    assert agree > 0.95  # fp16-rounded weights: the same masks up to edge pixels
 
 
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
