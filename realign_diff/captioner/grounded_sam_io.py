@@ -1,15 +1,8 @@
-"""Reading GroundingDINO / SAM checkpoint files and telling users what a wrong file is.
-
-Checkpoints are read tensor-only (``torch.load(..., weights_only=True)`` or safetensors), never by
-unpickling arbitrary objects.
-"""
+"""GroundingDINO / SAM model files: names, sizes, sources, and telling users what a wrong file is
+(the files themselves are read by ``realign_diff.checkpoint_file``)."""
 
 from __future__ import annotations
 
-import os
-import pickle
-
-import torch
 
 # file name, size, where to get it
 GROUNDING_DINO_FILES = {
@@ -44,48 +37,6 @@ def missing_file_message(what: str, path: str, folder: str, files: str, source: 
     return (
         f"{what} not found: {path}. Put {files} in ComfyUI's models/{folder} folder. Get it from: {source}"
     )
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.pth`` / ``.safetensors`` checkpoint, unwrapped from ``{"model": ...}`` and ``module.``."""
-    path = os.fspath(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            obj = load_file(path, device="cpu")
-        except Exception as error:  # safetensors raises its own error type
-            raise ValueError(f"{os.path.basename(path)} is not a readable safetensors file ({error})") from error
-    else:
-        obj = _torch_load(path)
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    state = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        state[key[len("module.") :] if key.startswith("module.") else key] = value
-    return state
-
-
-def _torch_load(path: str):
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-        raise ValueError(
-            f"{os.path.basename(path)} could not be read as a tensors-only PyTorch checkpoint "
-            f"({str(error).splitlines()[0]}). The file may be truncated or not a checkpoint (download it again), "
-            "or hold Python objects other than tensors."
-        ) from error
 
 
 def describe_checkpoint(keys) -> str:

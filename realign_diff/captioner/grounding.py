@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat.torchvision_ops import nms
-from .grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, describe_checkpoint, missing_file_message, read_state_dict
+from ..checkpoint_file import read_state_dict
+from .grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, describe_checkpoint, missing_file_message
 from .grounding_compat import constructing_with, import_groundingdino
 
 log = logging.getLogger(__name__)

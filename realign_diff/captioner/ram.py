@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checkpoint_file
 from .ram_head import TaggingHead, TaggingHeadConfig, reweight_label_embeddings
 from .swin import SWIN_B_224, SWIN_B_384, SWIN_L_224, SWIN_L_384, SwinConfig, SwinTransformer
 
@@ -298,28 +299,10 @@ def read_thresholds(path: str, count: int | None = None) -> torch.Tensor:
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The state dict of a RAM checkpoint: ``.pth`` (under ``"model"``, loaded with weights_only, memory-mapped
-    when possible) or ``.safetensors``."""
+    """The state dict of a RAM checkpoint: ``.pth`` (under ``"model"``) or ``.safetensors``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"RAM checkpoint not found: {path}")
-    if path.lower().endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error).lower():
-            raise
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict (expected RAM weights under 'model')")
-    return obj
+    return checkpoint_file.read_state_dict(path)
 
 
 # ---- state dict -> config ---------------------------------------------------------------------------

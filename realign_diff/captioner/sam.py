@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat.torchvision_ops import ensure_torchvision_importable
-from .grounded_sam_io import SAM_FILES, describe_checkpoint, missing_file_message, read_state_dict
+from ..checkpoint_file import read_state_dict
+from .grounded_sam_io import SAM_FILES, describe_checkpoint, missing_file_message
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import sd15_configs, sd15_keys
+from .. import checkpoint_file, sd15_configs, sd15_keys
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +29,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BaseCheckpointError(f"base checkpoint not found: {path}")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise BaseCheckpointError(f"{path} is not a readable .safetensors file: {exc}") from exc
-    if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-        data = data.get("state_dict", data) if isinstance(data, dict) else data
-        if not isinstance(data, dict):
-            raise BaseCheckpointError(f"{path} holds no state dict")
-        return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-    raise BaseCheckpointError(f"{path}: expected a .safetensors or .ckpt checkpoint")
+    if path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"):
+        raise BaseCheckpointError(f"{path}: expected a .safetensors or .ckpt checkpoint")
+    try:
+        return checkpoint_file.read_state_dict(path)
+    except ValueError as exc:
+        raise BaseCheckpointError(f"base checkpoint {path}: {exc}") from exc
 
 
 # --- recognising SD-1.x and reading its shapes ------------------------------------------------------------
