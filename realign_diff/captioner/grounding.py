@@ -31,14 +31,13 @@ from ..compat.torchvision_ops import nms
 from ..checkpoint_file import read_state_dict
 from .grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, describe_checkpoint, missing_file_message
 from .grounding_compat import constructing_with, import_groundingdino
+from .imagenet import imagenet_normalize
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_TOKENS = 256  # GroundingDINO's max_text_len, special tokens included
 BOX_THRESHOLD = 0.3  # a box is kept when its best text-token score passes this (Grounded-SAM demo default)
 TEXT_THRESHOLD = 0.25  # and given to a phrase only when that phrase's score passes this
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # groundingdino/config/GroundingDINO_SwinT_OGC.py, as released with groundingdino_swint_ogc.pth
 _ORIGINAL_ARGS = {
@@ -515,9 +514,7 @@ class GroundingDinoDetector(nn.Module):
         pixels = pixels.to(param.device)[None]
         if size != (height, width):
             pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN, device=param.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=param.device).view(1, 3, 1, 1)
-        return ((pixels - mean) / std).to(param.dtype)
+        return imagenet_normalize(pixels).to(param.dtype)
 
     @torch.no_grad()
     def run(self, pixels: torch.Tensor, caption: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint_file
+from .imagenet import imagenet_normalize
 from .ram_head import TaggingHead, TaggingHeadConfig, reweight_label_embeddings
 from .swin import SWIN_B_224, SWIN_B_384, SWIN_L_224, SWIN_L_384, SwinConfig, SwinTransformer
 
@@ -49,8 +50,6 @@ REWEIGHT_SCALE_INIT = math.log(1 / 0.07)  # RAM++ reweight_scale as the official
 NUM_CLASSES = 4585  # the official tag list
 DESCRIPTIONS_PER_CLASS = 51  # RAM++ tag descriptions per class in the official checkpoint
 HEAD_NUM_HEADS = 4  # q2l_config.json; not recoverable from weights
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 
 VARIANTS = ("ram", "ram_plus")
 _VARIANT_ALIASES = {"ram": "ram", "ram_plus": "ram_plus", "ram++": "ram_plus", "ramplus": "ram_plus", "ram-plus": "ram_plus"}
@@ -166,9 +165,7 @@ class RamTagger(nn.Module):
         size = self.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-        return ((x.clamp(0, 1) - mean) / std).to(weight.dtype)
+        return imagenet_normalize(x.clamp(0, 1)).to(weight.dtype)
 
     def label_queries(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """[B, K, hidden] label queries for the tagging head."""
