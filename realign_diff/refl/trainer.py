@@ -91,6 +91,7 @@ class ReFLTrainer:
         self.best_reward: float | None = None
         self.best_step: int | None = None
         self.bad_validations = 0
+        self._checkpointed_best: int | None = None
         saving.remove_stale_temporaries(self.run_dir)
         saving.remove_stale_temporaries(Path(config.output).parent, only_for=Path(config.output).name)
         resumed = self._maybe_resume()
@@ -306,8 +307,22 @@ class ReFLTrainer:
     def save_checkpoint(self) -> Path:
         path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
                                                self.training_state(), self.config.checkpoints_total_limit)
+        self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
+        self._prune_best()
         log.info("saved %s", path)
         return path
+
+    def _best_path(self, step: int) -> Path:
+        return self.run_dir / "best" / f"trainable-{step}.safetensors"
+
+    def _prune_best(self) -> None:
+        """Keeps the best file of ``best_step`` and the one the newest checkpoint records (they differ after a
+        better validation until the next checkpoint: a run killed in between still finds its best file on
+        resume). Files of steps past a resumed checkpoint belong to the killed run and go."""
+        keep = {self._best_path(step) for step in (self.best_step, self._checkpointed_best) if step is not None}
+        for path in (self.run_dir / "best").glob("trainable-*.safetensors"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def _maybe_resume(self) -> bool:
         which = self.config.resume
@@ -334,6 +349,8 @@ class ReFLTrainer:
         self.baseline.load_state_dict(state["baseline"])
         self.global_step = state["global_step"]
         self.best_reward, self.best_step, self.bad_validations = state["best_reward"], state["best_step"], state["bad_validations"]
+        self._checkpointed_best = self.best_step
+        self._prune_best()
         log.info("resumed from %s at step %d", path, self.global_step)
         return True
 
@@ -408,8 +425,9 @@ class ReFLTrainer:
         if self.best_reward is None or reward > self.best_reward:
             self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
             if c.keep_best:
-                saving.atomic_save_safetensors(self._trainable_tensors(), self.run_dir / "best" / "trainable.safetensors",
+                saving.atomic_save_safetensors(self._trainable_tensors(), self._best_path(self.global_step),
                                                {"step": str(self.global_step), "validation_reward": str(reward)})
+                self._prune_best()
             log.info("step %d: validation reward %.4f (best so far)", self.global_step, reward)
         else:
             self.bad_validations += 1
@@ -438,13 +456,16 @@ class ReFLTrainer:
     def write_output(self) -> Path:
         c = self.config
         step = self.global_step
-        best = self.run_dir / "best" / "trainable.safetensors"
-        if c.keep_best and self.best_step is not None and best.is_file():
+        best = self._best_path(self.best_step) if self.best_step is not None else None
+        if c.keep_best and best is not None and best.is_file():
             from safetensors.torch import load_file
 
             self.trainable.load_state_dict({k: v.to(self.device) for k, v in load_file(str(best)).items()})
             step = self.best_step
             log.info("writing the best weights (step %d, validation reward %.4f)", step, self.best_reward)
+        elif c.keep_best and best is not None:
+            log.warning("the best weights (step %d) are not in %s any more: writing the last ones (step %d)",
+                        self.best_step, best.parent, step)
         dtype = saving.DTYPES[c.save_dtype]
         meta = self.output_metadata(step)
         if self.lora is not None:

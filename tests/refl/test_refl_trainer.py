@@ -214,3 +214,32 @@ def test_micro_batch_whose_captions_are_all_empty_contributes_no_gradient_but_tr
     trainer = ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), EmptyCaptions())
     metrics = trainer.optimizer_step()
     assert metrics["skipped"] == 0 and metrics["pre_loss"] > 0  # L_pre still trained the step
+
+
+def test_a_best_found_after_the_last_checkpoint_of_a_killed_run_does_not_leak_into_the_resumed_run(tmp_path, tiny_base, prompts_file):
+    common = dict(max_steps=3, validation_split=0.25, validation_steps=1, checkpointing_steps=2, keep_best=True,
+                  save_dtype="fp32", run_dir=str(tmp_path / "run"), early_stopping_patience=0)
+    out = tmp_path / "out.safetensors"
+
+    def stop_at_3(step):
+        if step == 3:
+            raise StopTraining  # killed after step 3's validation found a new best, before any checkpoint-3
+
+    killed = ReFLTrainer(tiny_config(tiny_base, prompts_file, out, **common), ToyCaptionScorer(), on_step_end=stop_at_3)
+    scores = iter([0.1, 0.5, 0.6, 0.9])  # before training, then after steps 1, 2, 3
+    killed.validate = lambda: next(scores)
+    with pytest.raises(StopTraining):
+        killed.train()
+    best = tmp_path / "run" / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["trainable-2.safetensors", "trainable-3.safetensors"]
+
+    resumed = ReFLTrainer(tiny_config(tiny_base, prompts_file, out, resume="latest", **common), ToyCaptionScorer())
+    assert sorted(p.name for p in best.iterdir()) == ["trainable-2.safetensors"]  # step 3's was the killed run's
+    resumed.validate = lambda: 0.4  # this time step 3 is no better
+    result = resumed.train()
+    assert (result.best_step, result.best_validation_reward) == (2, 0.6)
+    step2 = load_file(str(tmp_path / "run" / "checkpoint-2" / "trainable.safetensors"))
+    expected = saving.unet_to_checkpoint_tensors(step2, resumed.unet_config, torch.float32)
+    written = load_file(str(out))
+    assert all(torch.equal(written[k], v) for k, v in expected.items())
+    assert saving.read_metadata(out)["realign_diff.refl.step"] == "2"
