@@ -1,11 +1,14 @@
 """Local Dense Captioner benchmarks, at the real model shapes with random weights.
 
     python bench/dense_captioner.py             # every benchmark below
-    python bench/dense_captioner.py ram sam     # only some (ram, sam, grounding)
+    python bench/dense_captioner.py ram sam     # only some (ram, sam, sam_load, grounding, captioner)
 
 - ``ram``: RAM / RAM++ tagging latency (Swin-L 384), 1 vs 4 images per batch.
 - ``sam``: SAM ViT-B, one 512 px image, 1 box vs 8 boxes (the image embedding is computed once per image,
   so 8 boxes should cost little more than 1).
+- ``sam_load``: loading an original-layout SAM ViT-H ``.pth`` (2.4 GB): ``load_sam`` (built on the meta
+  device, weights assigned from the file) vs building the model with its random init and copying the
+  file's weights in (how it loaded before).
 - ``grounding``: GroundingDINO SwinT OGC (with bert-base-uncased's shapes), written as an original
   ``{"model": ...}`` checkpoint and loaded through ``load_grounding_dino(config="auto")``, then detection
   latency on a 512 px image, at 512 px (no resize) and at the default 800 px.
@@ -134,6 +137,28 @@ def bench_sam(repeats: int = 1) -> dict[str, float]:
     for name, seconds in result.items():
         print(f"  {name:>15}: {seconds:7.3f} s")
     print(f"  8 boxes / 1 box: {result['8 boxes'] / result['1 box']:.2f}x  (peak RSS {_peak_rss_gib():.2f} GiB)")
+    return result
+
+
+def bench_sam_load(repeats: int = 2, model_type: str = "vit_h") -> dict[str, float]:
+    from realign_diff.captioner.sam import SAM_CONFIGS, build_sam, load_sam
+    from realign_diff.checkpoint_file import read_state_dict
+
+    config = SAM_CONFIGS[model_type]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"sam_{model_type}.pth"
+        torch.save(build_sam(config).state_dict(), path)
+
+        def build_then_copy():
+            sam = build_sam(config)
+            sam.load_state_dict(read_state_dict(path))
+            return sam
+
+        result = _interleaved({"build + copy": build_then_copy, "load_sam": lambda: load_sam(path)}, repeats)
+    print(f"SAM {model_type} .pth load, CPU, {torch.get_num_threads()} threads (file in the page cache)")
+    for name, seconds in result.items():
+        print(f"  {name:>15}: {seconds:7.3f} s")
+    print(f"  load_sam / build + copy: {result['load_sam'] / result['build + copy']:.3f}x")
     return result
 
 
@@ -270,6 +295,7 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
 BENCHMARKS = {
     "ram": bench_ram,
     "sam": bench_sam,
+    "sam_load": bench_sam_load,
     "grounding": bench_grounding,
     "captioner": bench_captioner_end_to_end,
 }
