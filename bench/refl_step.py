@@ -11,6 +11,14 @@ process's peak resident set (VmHWM, reset through /proc/self/clear_refs after ``
 resident set before the step. The ReFL step is one optimizer step of the trainer (rollout without gradient
 to a fixed late step k, one UNet call with gradient, VAE decode, surrogate, backward, plus L_pre);
 the plain step is one noise-prediction loss with backward and the same optimizer step.
+
+A second table compares the reward part of a micro-step alone, on pixels that require grad (as the decoded
+x0'), ``--reward-batch`` images, greedy captions of up to 30 tokens, the surrogate's backward to the pixels included:
+"before" is ``score`` (BLIP-2 generate: vision pass 1) then ``caption_log_prob`` of the decoded captions (pass 2)
+[then of the prompts (pass 3)]; "after" is ``reward_terms`` (one vision pass), also with sampled captions.
+``--reward-pass-only`` runs that table alone (no SD checkpoint, no trainer)::
+
+    python bench/refl_step.py --reward-pass-only [--reward blip2-small] [--reward-batch 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -22,15 +30,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from realign_diff.refl.step import noise_prediction_loss  # noqa: E402
-from realign_diff.refl.trainer import ReFLTrainer, resolve_device  # noqa: E402
-from realign_testkit.refl import ToyCaptionScorer, tiny_config, write_prompts  # noqa: E402
+if TYPE_CHECKING:
+    from realign_diff.refl.trainer import ReFLTrainer
+
+from realign_testkit.refl import PROMPTS, ToyCaptionScorer, tiny_config, write_prompts  # noqa: E402
 from realign_testkit.sd15_checkpoint import write_sd15_checkpoint  # noqa: E402
 
 
@@ -70,11 +80,16 @@ class PeakMemory:
 
 
 def plain_step(trainer: ReFLTrainer) -> None:
-    c = trainer.config
+    from realign_diff.refl.step import noise_prediction_loss
+
+    from realign_diff.refl import draws
+
     trainer.optimizer.zero_grad(set_to_none=True)
-    prompts = [trainer.train_prompts[i] for i in trainer.sampler.take(c.train_batch_size)]
-    latents = trainer._noise(len(prompts), trainer.generator)
-    loss = noise_prediction_loss(trainer.unet, trainer.ddim, latents, trainer._encode(prompts), trainer.generator, trainer._autocast())
+    samples, prompts = trainer.micro_batches(trainer.global_step)[0]
+    latents, noise = trainer._noise(trainer.global_step, samples), trainer._noise(trainer.global_step, samples, "pre_noise")
+    timesteps = draws.integers(0, trainer.ddim.num_train_timesteps - 1, 0, trainer.global_step, samples, "pre_timestep")
+    loss = noise_prediction_loss(trainer.model, trainer.ddim, latents, trainer._encode(prompts), noise, timesteps,
+                                 trainer._autocast())
     loss.backward()
     trainer.optimizer.step()
 
@@ -86,6 +101,97 @@ def refl_step(trainer: ReFLTrainer) -> None:
 def set_checkpointing(trainer: ReFLTrainer, enabled: bool) -> None:
     for module in (trainer.unet, trainer.vae):
         module.enable_gradient_checkpointing() if enabled else module.disable_gradient_checkpointing()
+
+
+def _surrogate_backward(rewards, log_p_caption, log_p_prompt) -> None:
+    loss = ((1.0 - rewards.detach()).to(log_p_caption.device) * log_p_caption).mean()
+    if log_p_prompt is not None:
+        loss = loss - log_p_prompt.mean()
+    if loss.requires_grad:
+        loss.backward()
+
+
+def reward_before(scorer, pixels, prompts, prompt_term: bool, sampling: bool) -> None:
+    with torch.no_grad():
+        scored = scorer.score(pixels.detach().permute(0, 2, 3, 1), prompts, max_new_tokens=30, num_beams=1)
+    log_p_prompt = scorer.caption_log_prob(pixels, prompts) if prompt_term else None
+    _surrogate_backward(scored.rewards, scorer.caption_log_prob(pixels, scored.captions), log_p_prompt)
+
+
+def reward_after(scorer, pixels, prompts, prompt_term: bool, sampling: bool) -> None:
+    terms = scorer.reward_terms(pixels, prompts, max_new_tokens=30, num_beams=1, sampling=sampling,
+                                seeds=list(range(len(prompts))), prompt_log_prob=prompt_term)
+    _surrogate_backward(terms.rewards, terms.log_p_caption, terms.log_p_prompt)
+
+
+def reward_pass_comparison(scorer, device: torch.device, args) -> None:
+    """The reward part of a micro-step, before (score + caption_log_prob [+ of the prompts]) and after (reward_terms)."""
+    variants = {}
+    for prompt_term in (False, True):
+        variants[("before", prompt_term, False)] = reward_before
+        variants[("after", prompt_term, False)] = reward_after
+        variants[("after", prompt_term, True)] = reward_after
+    vision = getattr(getattr(scorer, "captioner", None), "vision_model", None)
+    passes = []
+    hook = vision.register_forward_hook(lambda *_: passes.append(1)) if vision is not None else None
+    times = {k: [] for k in variants}
+    peaks = {k: [] for k in variants}
+    vit = {}
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.reward_batch)]
+    generator = torch.Generator().manual_seed(0)
+    for round_ in range(args.repeats + 1):
+        for key, fn in variants.items():
+            pixels = torch.rand(args.reward_batch, 3, args.resolution, args.resolution, generator=generator)
+            pixels = pixels.to(device).requires_grad_(True)
+            passes.clear()
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
+                fn(scorer, pixels, prompts, key[1], key[2])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+            vit[key] = len(passes)
+            if round_:  # round 0 warms up
+                times[key].append(seconds)
+                peaks[key].append(memory.mib)
+    if hook is not None:
+        hook.remove()
+
+    print(f"reward pass of a micro-step: device {device}, reward {args.reward}, {args.reward_batch} image(s) of "
+          f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, {args.repeats} rounds (median)")
+    print(f"{'variant':44s} {'ViT passes':>10s} {'time s':>8s} {'peak MiB':>9s}")
+    if args.verbose:
+        for k in variants:
+            print(k, ["%.3f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
+    med = {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in variants}
+    for (name, prompt_term, sampling), (t, m) in med.items():
+        label = ("before: score + caption_log_prob" if name == "before" else
+                 f"after: reward_terms ({'sampled' if sampling else 'greedy'})") + (" + prompt" if prompt_term else "")
+        print(f"{label:44s} {vit[(name, prompt_term, sampling)]:10d} {t:8.3f} {m:9.1f}")
+    for prompt_term in (False, True):
+        (tb, mb) = med[("before", prompt_term, False)]
+        for sampling in (False, True):
+            ta, ma = med[("after", prompt_term, sampling)]
+            print(f"after ({'sampled' if sampling else 'greedy'}) / before, {'with' if prompt_term else 'without'} the "
+                  f"prompt term: time x{ta / tb:.2f}, peak memory x{ma / max(mb, 1e-9):.2f}")
+
+
+def _device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def reward_pass_only(args) -> None:
+    """The reward-pass table without the trainer (nothing of realign_diff.refl is imported)."""
+    device = _device(args.device)
+    if args.reward == "toy":
+        return reward_pass_comparison(ToyCaptionScorer(), device, args)
+    from realign_diff.reward import CaptionReward
+    from realign_testkit.blip2 import write_tiny_blip2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        captioner, text_encoder = write_tiny_blip2(Path(tmp) / "blip2", preset=args.reward.split("-")[1])
+        scorer = CaptionReward.from_pretrained(captioner, text_encoder, device=device)
+    reward_pass_comparison(scorer, device, args)
 
 
 def main() -> None:
@@ -101,7 +207,13 @@ def main() -> None:
     parser.add_argument("--reward", choices=("blip2-small", "blip2-tiny", "toy"), default="blip2-small",
                         help="the reward scored and differentiated in the ReFL step")
     parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
+    parser.add_argument("--reward-pass-only", action="store_true",
+                        help="only the reward-pass table (before: score + caption_log_prob; after: reward_terms)")
+    parser.add_argument("--reward-batch", type=int, default=1, help="images in the reward-pass table")
     args = parser.parse_args()
+    if args.reward_pass_only:
+        return reward_pass_only(args)
+    from realign_diff.refl.trainer import ReFLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -117,7 +229,7 @@ def main() -> None:
             from realign_testkit.blip2 import write_tiny_blip2
 
             captioner, text_encoder = write_tiny_blip2(tmp / "blip2", preset=args.reward.split("-")[1])
-            scorer = load_caption_reward(str(captioner), str(text_encoder), resolve_device(args.device), None)
+            scorer = load_caption_reward(str(captioner), str(text_encoder), _device(args.device), None)
         trainer = ReFLTrainer(config, scorer)
         variants = {
             ("plain", False): plain_step, ("refl", False): refl_step,
@@ -156,6 +268,8 @@ def main() -> None:
     for name in ("plain", "refl"):
         (t0, m0), (t1, m1) = med[(name, False)], med[(name, True)]
         print(f"{name}: gradient checkpointing / none: time x{t1 / t0:.2f}, peak memory x{m1 / max(m0, 1e-9):.2f}")
+    print()
+    reward_pass_comparison(scorer, trainer.device, args)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,28 @@ def _opt(default, help: str, group: str, choices=None, metavar=None):
     return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar})
 
 
+PAPER_TOTAL_BATCH = 128
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    train_batch_size: int  # per process and micro-step
+    accumulation: int  # micro-steps per optimizer step
+    processes: int
+
+    @property
+    def total(self) -> int:
+        return self.train_batch_size * self.accumulation * self.processes
+
+    @property
+    def per_micro_step(self) -> int:
+        return self.train_batch_size * self.processes
+
+    def describe(self) -> str:
+        return (f"{self.train_batch_size} per micro-batch x {self.accumulation} accumulation x {self.processes} "
+                f"process(es) = {self.total} per optimizer step")
+
+
 @dataclass
 class TrainConfig:
     # --- inputs and outputs -------------------------------------------------------------------------------
@@ -66,6 +88,8 @@ class TrainConfig:
                                            "inside the reward loss (0 disables it).", "algorithm")
     caption_max_new_tokens: int = _opt(30, "Longest caption BLIP-2 writes for the reward.", "algorithm")
     caption_num_beams: int = _opt(1, "Beams for the reward caption (1 = greedy).", "algorithm")
+    caption_sampling: bool = _opt(False, "Sample the reward captions from BLIP-2's distribution (the unbiased "
+                                  "score-function estimator) instead of greedy or beam decoding.", "algorithm")
     pre_loss_weight: float = _opt(1.0, "Weight of the pre-training (noise-prediction) loss L_pre; 0 disables it, which "
                                   "usually collapses image quality.", "algorithm")
 
@@ -78,18 +102,24 @@ class TrainConfig:
     adam_epsilon: float = _opt(1e-8, "AdamW epsilon.", "optimisation")
     use_8bit_adam: bool = _opt(False, "8-bit AdamW from bitsandbytes (must be installed).", "optimisation")
     max_grad_norm: float = _opt(1.0, "Gradient clipping norm (0 disables clipping).", "optimisation")
-    train_batch_size: int = _opt(1, "Prompts per micro-batch.", "optimisation")
-    gradient_accumulation_steps: int = _opt(128, "Micro-batches per optimizer step; batch 1 x 128 is the paper's "
-                                            "effective batch of 128.", "optimisation")
+    train_batch_size: int = _opt(1, "Prompts per micro-batch on each process.", "optimisation")
+    total_batch_size: int = _opt(None, "Effective batch: prompts per optimizer step over all processes (train batch x "
+                                 "accumulation x processes); the accumulation is derived from it and the process count. "
+                                 "Default: 128, the paper's, unless --gradient-accumulation-steps is given.", "optimisation")
+    gradient_accumulation_steps: int = _opt(None, "Micro-batches per optimizer step on each process. Default: derived "
+                                            "from --total-batch-size.", "optimisation")
     max_steps: int = _opt(1000, "Optimizer steps to train (the paper stopped near 947).", "optimisation")
     seed: int = _opt(42, "Seed for noise, step choice, data order and validation; equal seeds give equal runs.", "optimisation")
 
     # --- memory and speed -------------------------------------------------------------------------------
     device: str = _opt("auto", "Torch device ('auto' = cuda when available, else cpu).", "memory")
-    mixed_precision: str = _opt("auto", "Autocast precision of the trained UNet: 'fp16' (with a gradient scaler), 'bf16' "
-                                "or 'no'. 'auto' = bf16 on CUDA GPUs that support it, else fp16; no on CPU.", "memory", choices=("auto", "no", "fp16", "bf16"))
+    mixed_precision: str = _opt("auto", "Autocast precision of the trained UNet: 'fp16' (with loss scaling), 'bf16' or "
+                                "'no'. 'auto' = bf16 on CUDA GPUs that support it, else fp16; no on CPU.", "memory",
+                                choices=("auto", "no", "fp16", "bf16"))
     frozen_dtype: str = _opt("auto", "dtype of the frozen CLIP text encoder, VAE and BLIP-2 models (and the frozen base UNet "
-                             "under --lora). 'auto' = fp16 on CUDA, fp32 on CPU.", "memory", choices=("auto", "fp32", "fp16", "bf16"))
+                             "under --lora). 'auto' follows the autocast: bf16 with bf16, fp16 with fp16 (whose loss "
+                             "scaling keeps the reward gradient through them), fp32 without. A Flan-T5 captioner never "
+                             "runs in fp16.", "memory", choices=("auto", "fp32", "fp16", "bf16"))
     gradient_checkpointing: bool = _opt(False, "Recompute UNet and VAE-decoder activations in the backward pass "
                                         "(less memory, ~30% slower).", "memory")
     lora: int = _opt(0, "Train a LoRA of this rank on the UNet attention projections instead of the full UNet "
@@ -107,8 +137,31 @@ class TrainConfig:
     save_dtype: str = _opt("fp16", "dtype of the trained tensors in the output file.", "running", choices=("fp16", "bf16", "fp32"))
     tensorboard: bool = _opt(True, "Also log to TensorBoard in --run-dir when tensorboard is installed (CSV is always written).", "running")
     progress_bar: bool = _opt(True, "Show a progress bar with loss, reward and it/s.", "running")
+    process_timeout: float = _opt(1800.0, "Seconds a process waits for the others (while the main process writes a "
+                                  "checkpoint, or in a reduction) before the run ends with an error.", "running", metavar="S")
 
     # --- derived ----------------------------------------------------------------------------------------
+    def batch_plan(self, processes: int) -> "BatchPlan":
+        """How an optimizer step's samples are formed on ``processes`` processes; ConfigError when they cannot be."""
+        batch, accumulation, total = self.train_batch_size, self.gradient_accumulation_steps, self.total_batch_size
+        per_micro_step = batch * processes
+        if accumulation is None:
+            total = PAPER_TOTAL_BATCH if total is None else total
+            if total % per_micro_step:
+                lower = max(per_micro_step, total // per_micro_step * per_micro_step)
+                raise ConfigError(
+                    f"--total-batch-size {total} is not divisible by --train-batch-size {batch} x {processes} "
+                    f"process(es) = {per_micro_step}: use --total-batch-size {lower} or {lower + per_micro_step}, "
+                    f"or another --train-batch-size"
+                )
+            accumulation = total // per_micro_step
+        elif total is not None and total != accumulation * per_micro_step:
+            raise ConfigError(
+                f"--total-batch-size {total} != --train-batch-size {batch} x --gradient-accumulation-steps "
+                f"{accumulation} x {processes} process(es) = {accumulation * per_micro_step}: give only one of the two"
+            )
+        return BatchPlan(batch, accumulation, processes)
+
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
@@ -142,8 +195,9 @@ class TrainConfig:
                 f"need 0 <= --refl-step-min ({self.refl_step_min}) <= --refl-step-max ({self.refl_step_max}) "
                 f"< --num-inference-steps ({T})"
             )
-        for name in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "resolution", "validation_batch_size"):
-            if getattr(self, name) < 1:
+        for name in ("train_batch_size", "gradient_accumulation_steps", "total_batch_size", "max_steps", "resolution",
+                     "validation_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.validation_split < 1.0:
             raise ConfigError("--validation-split must be in [0, 1)")

@@ -142,36 +142,22 @@ def split_validation(prompts: list[str], fraction: float, seed: int) -> tuple[li
 
 
 class EpochSampler:
-    """Endless shuffled indices over ``n`` items; each epoch's order depends only on (seed, epoch).
+    """Shuffled indices over ``n`` items, epoch after epoch; each epoch's order depends only on (seed, epoch).
 
-    ``state_dict()`` is the position (epoch, index), so a resumed run draws exactly the items the
-    interrupted one would have drawn next.
+    Stateless: the item of global sample number ``position`` (counted from the start of the run over all
+    processes) is ``sampler[position]``, so any process can look up its share and a resumed run continues
+    from the number of samples seen.
     """
 
     def __init__(self, n: int, seed: int):
         if n < 1:
             raise DataError("nothing to sample from")
         self.n, self.seed = n, seed
-        self.epoch, self.index = 0, 0
-        self._order: list[int] | None = None
+        self._epoch, self._order = -1, []
 
-    def _current(self) -> list[int]:
-        if self._order is None:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            self._order = torch.randperm(self.n, generator=gen).tolist()
-        return self._order
-
-    def take(self, count: int) -> list[int]:
-        out = []
-        while len(out) < count:
-            if self.index >= self.n:
-                self.epoch, self.index, self._order = self.epoch + 1, 0, None
-            out.append(self._current()[self.index])
-            self.index += 1
-        return out
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.index, self._order = int(state["epoch"]), int(state["index"]), None
+    def __getitem__(self, position: int) -> int:
+        epoch, index = divmod(position, self.n)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.n, generator=gen).tolist()
+        return self._order[index]

@@ -1,97 +1,87 @@
-"""LoRA on the UNet's attention projections, saved in the kohya layout ComfyUI's LoraLoader reads.
+"""LoRA on the UNet's attention projections (peft), saved in the kohya layout ComfyUI's LoraLoader reads.
 
-Each adapted ``nn.Linear`` (``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every ``attn1``/``attn2``) gets a
-forward hook adding ``(alpha / rank) * up(down(x))``; the UNet's own weights and state-dict names stay
-untouched. A file holds, per adapted module of diffusers name ``N``::
+peft wraps each adapted ``nn.Linear`` (``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every ``attn1``/``attn2``)
+so that it adds ``(alpha / rank) * B(A(x))``. A file holds, per adapted module of diffusers name ``N``::
 
-    lora_unet_<N with '.' -> '_'>.lora_down.weight   [rank, in]
-    lora_unet_<N with '.' -> '_'>.lora_up.weight     [out, rank]
+    lora_unet_<N with '.' -> '_'>.lora_down.weight   [rank, in]    peft's lora_A
+    lora_unet_<N with '.' -> '_'>.lora_up.weight     [out, rank]   peft's lora_B
     lora_unet_<N with '.' -> '_'>.alpha              scalar
 
 ComfyUI maps ``lora_unet_<diffusers name>`` onto its UNet weights (``comfy.lora.model_lora_keys_unet``)
-and applies ``W + alpha / rank * up @ down``, which is exactly what the hooks compute.
+and applies ``W + alpha / rank * up @ down``, which is exactly what peft computes.
 """
 
 from __future__ import annotations
 
-import math
+import re
 
 import torch
 from torch import nn
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PREFIX = "lora_unet_"
+ADAPTER = "realign_refl"
 
 
 def kohya_key(module_name: str) -> str:
     return PREFIX + module_name.replace(".", "_")
 
 
-class LoRAAdapter(nn.Module):
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
-        super().__init__()
-        self.down = nn.Linear(base.in_features, rank, bias=False, device=base.weight.device)
-        self.up = nn.Linear(rank, base.out_features, bias=False, device=base.weight.device)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.up.weight)  # starts as the identity edit
-        self.rank, self.alpha = rank, float(alpha)
-        self.scale = self.alpha / rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.down(x)) * self.scale
-
-    def delta_weight(self) -> torch.Tensor:
-        return self.scale * (self.up.weight.float() @ self.down.weight.float())
-
-
 class UNetLoRA(nn.Module):
-    """The trainable adapters of one UNet; ``state_dict()`` holds only them."""
+    """The trainable adapters peft puts into one UNet; ``state_dict()`` holds only them (``down``/``up`` of each
+    adapted module, under its kohya key)."""
 
     def __init__(self, unet: nn.Module, rank: int, alpha: float | None = None, targets=TARGETS):
         super().__init__()
         if rank < 1:
             raise ValueError("LoRA rank must be at least 1")
-        alpha = float(rank if alpha is None else alpha)
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.lora import LoraLayer
+
+        self.rank, self.alpha = rank, float(rank if alpha is None else alpha)
+        pattern = r".*\.attn[12]\.(" + "|".join(re.escape(t) for t in targets) + ")"
+        config = LoraConfig(r=rank, lora_alpha=self.alpha, target_modules=pattern, lora_dropout=0.0, init_lora_weights=True)
+        try:
+            inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+        except ValueError as exc:
+            raise ValueError("no attention projections found to adapt") from exc
+        self._unet = [unet]  # a plain reference: the UNet is not part of this module's state
         self.adapters = nn.ModuleDict()
         self.module_names: dict[str, str] = {}
-        self._handles = []
         for name, module in unet.named_modules():
-            if isinstance(module, nn.Linear) and (".attn1." in name or ".attn2." in name) and name.endswith(tuple("." + t for t in targets)):
-                key = kohya_key(name)
-                adapter = LoRAAdapter(module, rank, alpha)
-                self.adapters[key] = adapter
-                self.module_names[key] = name
-                self._handles.append(module.register_forward_hook(_hook(adapter)))
-        if not self.adapters:
-            raise ValueError("no attention projections found to adapt")
+            if isinstance(module, LoraLayer):
+                pair = nn.Module()
+                pair.down, pair.up = module.lora_A[ADAPTER], module.lora_B[ADAPTER]
+                self.adapters[kohya_key(name)] = pair
+                self.module_names[kohya_key(name)] = name
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Puts the UNet's own linear layers back (the adapters stop acting; this module keeps their weights)."""
+        unet = self._unet[0]
+        for name in self.module_names.values():
+            parent_name, _, child = name.rpartition(".")
+            parent = unet.get_submodule(parent_name) if parent_name else unet
+            setattr(parent, child, getattr(parent, child).base_layer)
 
     def kohya_state_dict(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
         out = {}
-        for key, adapter in self.adapters.items():
-            out[f"{key}.lora_down.weight"] = adapter.down.weight.detach().to("cpu", dtype).contiguous()
-            out[f"{key}.lora_up.weight"] = adapter.up.weight.detach().to("cpu", dtype).contiguous()
-            out[f"{key}.alpha"] = torch.tensor(adapter.alpha, dtype=dtype)
+        for key, pair in self.adapters.items():
+            out[f"{key}.lora_down.weight"] = pair.down.weight.detach().to("cpu", dtype).contiguous()
+            out[f"{key}.lora_up.weight"] = pair.up.weight.detach().to("cpu", dtype).contiguous()
+            out[f"{key}.alpha"] = torch.tensor(self.alpha, dtype=dtype)
         return out
 
-    def merged_unet_weights(self, unet: nn.Module) -> dict[str, torch.Tensor]:
-        """diffusers UNet parameter name -> W + delta for every adapted weight (float32, CPU)."""
-        params = dict(unet.named_parameters())
-        return {
-            f"{self.module_names[key]}.weight": params[f"{self.module_names[key]}.weight"].detach().float().cpu() + adapter.delta_weight().cpu()
-            for key, adapter in self.adapters.items()
-        }
 
+class WithLoRA(nn.Module):
+    """The UNet with its adapters as one module to hand to DDP: its forward is the UNet's, and only the
+    adapters require gradients, so only they are synchronised."""
 
-def _hook(adapter: LoRAAdapter):
-    def add_delta(module, inputs, output):
-        return output + adapter(inputs[0]).to(output.dtype)
+    def __init__(self, unet: nn.Module, lora: UNetLoRA):
+        super().__init__()
+        self.unet, self.lora = unet, lora
 
-    return add_delta
+    def forward(self, *args, **kwargs):
+        return self.unet(*args, **kwargs)
 
 
 def apply_kohya_lora(unet_weights: dict[str, torch.Tensor], lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -95,6 +95,19 @@ class MetricsLogger:
             self.writer.close()
 
 
+class NoMetrics:
+    """What the processes other than the main one log to: nothing (one writer per run folder)."""
+
+    def log(self, step: int, values: dict) -> None:
+        pass
+
+    def plot_reward_curve(self, path=None) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"

@@ -35,6 +35,15 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -17,13 +17,18 @@ class CaptionScorer(Protocol):
     def score(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = ..., num_beams: int = ...):
         """images [B, H, W, 3] in [0, 1], no gradient -> object with ``rewards`` (Tensor[B]) and ``captions`` (list[str])."""
 
-    def caption_log_prob(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        """pixels [B, 3, H, W] in [0, 1] (with gradient) -> teacher-forced log p(text | image), Tensor[B]."""
+    def reward_terms(self, pixels: torch.Tensor, prompts: Sequence[str], *, max_new_tokens: int = ..., num_beams: int = ...,
+                     sampling: bool = ..., seeds: Sequence[int] | None = ..., prompt_log_prob: bool = ...):
+        """pixels [B, 3, H, W] in [0, 1] (with gradient) -> object with ``rewards`` (Tensor[B], no gradient),
+        ``captions``, ``log_p_caption`` (Tensor[B], log p(generated caption | image), differentiable) and
+        ``log_p_prompt`` (teacher-forced log p(prompt | image) when ``prompt_log_prob``, else None). With
+        ``sampling`` the caption of image i is drawn with ``seeds[i]`` alone."""
 
 
 def check_scorer(scorer) -> None:
     if not isinstance(scorer, CaptionScorer):
-        raise TypeError(f"the reward must have score(images, prompts, ...) and caption_log_prob(pixels, texts); got {type(scorer).__name__}")
+        raise TypeError(f"the reward must have score(images, prompts, ...) and reward_terms(pixels, prompts, ...); "
+                        f"got {type(scorer).__name__}")
 
 
 def check_reward_folders(captioner_dir: str | None, text_encoder_dir: str | None) -> None:
@@ -40,7 +45,7 @@ def check_reward_folders(captioner_dir: str | None, text_encoder_dir: str | None
 
 
 def load_caption_reward(captioner_dir: str, text_encoder_dir: str, device, dtype) -> CaptionScorer:
-    """The BLIP-2 caption reward from two local folders (nothing is downloaded)."""
+    """The BLIP-2 caption reward from two local folders (nothing is downloaded); never wrapped for gradient sync."""
     check_reward_folders(captioner_dir, text_encoder_dir)
     from ..reward import CaptionReward
 

@@ -14,6 +14,7 @@ The loss (see ``realign_diff/refl/__init__.py`` and the README for the reasoning
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,23 +36,32 @@ class DDIM:
         self.timesteps = scheduler.timesteps.clone()
         self.final_alpha = float(scheduler.final_alpha_cumprod)
 
-    def alpha(self, index: int) -> float:
-        return float(self.alphas_cumprod[self.timesteps[index]])
+    def alpha(self, index) -> torch.Tensor:
+        """alpha-bar at rollout step ``index`` (an int, or a [B] tensor of per-sample steps)."""
+        return self.alphas_cumprod[self.timesteps[torch.as_tensor(index)]]
 
-    def alpha_prev(self, index: int) -> float:
-        return self.alpha(index + 1) if index + 1 < len(self.timesteps) else self.final_alpha
+    def alpha_prev(self, index) -> torch.Tensor:
+        index = torch.as_tensor(index)
+        last = index + 1 >= len(self.timesteps)
+        following = self.alphas_cumprod[self.timesteps[(index + 1).clamp(max=len(self.timesteps) - 1)]]
+        return torch.where(last, torch.tensor(self.final_alpha), following)
 
-    def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
-        a = self.alpha(index)
+    def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, index) -> torch.Tensor:
+        a = _per_sample(self.alpha(index), x)
         return (x - (1 - a) ** 0.5 * eps) / a**0.5
 
-    def step(self, x: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
-        a_prev = self.alpha_prev(index)
+    def step(self, x: torch.Tensor, eps: torch.Tensor, index) -> torch.Tensor:
+        a_prev = _per_sample(self.alpha_prev(index), x)
         return a_prev**0.5 * self.predict_x0(x, eps, index) + (1 - a_prev) ** 0.5 * eps
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         a = self.alphas_cumprod.to(x0.device)[timesteps].view(-1, *([1] * (x0.dim() - 1)))
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    values = values.to(like.device, torch.float32)
+    return values.view(-1, *([1] * (like.dim() - 1))) if values.dim() else values
 
 
 @dataclass
@@ -60,24 +70,33 @@ class Conditioning:
     uncond: torch.Tensor | None  # None: no classifier-free guidance
     guidance_scale: float = 1.0
 
+    def select(self, rows: torch.Tensor) -> "Conditioning":
+        uncond = None if self.uncond is None else self.uncond[rows]
+        return Conditioning(self.cond[rows], uncond, self.guidance_scale)
+
 
 def predict_noise(unet, x: torch.Tensor, timestep, conditioning: Conditioning) -> torch.Tensor:
+    """Guided eps; ``timestep`` is one model timestep or one per sample ([B])."""
     t = torch.as_tensor(timestep, device=x.device)
     if conditioning.uncond is None:
         return unet(x, t, encoder_hidden_states=conditioning.cond).sample.float()
-    both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([conditioning.uncond, conditioning.cond])).sample.float()
+    both = unet(torch.cat([x, x]), t.repeat(2) if t.dim() else t,
+                encoder_hidden_states=torch.cat([conditioning.uncond, conditioning.cond])).sample.float()
     uncond, cond = both.chunk(2)
     return uncond + conditioning.guidance_scale * (cond - uncond)
 
 
 @torch.no_grad()
-def rollout(unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index: int, autocast=None) -> torch.Tensor:
-    """x at rollout step ``stop_index``: the first ``stop_index`` DDIM steps, without gradient."""
-    x = latents
-    for index in range(stop_index):
+def rollout(unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index, autocast=None) -> torch.Tensor:
+    """x at rollout step ``stop_index`` (one for all, or a [B] tensor, one per sample): the DDIM steps before
+    it, without gradient. A sample whose stop is reached leaves the UNet's batch."""
+    stops = torch.as_tensor(stop_index).expand(latents.shape[0]).cpu()
+    x = latents.clone()
+    for index in range(int(stops.max()) if len(stops) else 0):
+        rows = (stops > index).nonzero().squeeze(1)
         with autocast or contextlib.nullcontext():
-            eps = predict_noise(unet, x, ddim.timesteps[index], conditioning)
-        x = ddim.step(x, eps, index)
+            eps = predict_noise(unet, x[rows], ddim.timesteps[index], conditioning.select(rows))
+        x[rows] = ddim.step(x[rows], eps, index)
     return x
 
 
@@ -89,24 +108,29 @@ def decode_pixels(vae, latents: torch.Tensor, scaling_factor: float) -> torch.Te
 
 
 class RewardBaseline:
-    """Baseline for the score-function surrogate: 'ema' (running mean of the cost), 'batch', or 'none'."""
+    """Baseline for the score-function surrogate: 'ema' (running mean of the cost over optimizer steps),
+    'batch' (mean of the micro-batch), or 'none'.
+
+    Both means are over all processes (the trainer passes them in), so a run's baselines do not depend on how
+    its batch is split. The EMA moves once per optimizer step, so every micro-batch of a step sees the same
+    value; the very first step, with no history yet, uses its micro-batch's mean.
+    """
 
     def __init__(self, kind: str = "ema", decay: float = 0.9):
         if kind not in ("ema", "batch", "none"):
             raise ValueError(f"unknown baseline {kind!r}")
         self.kind, self.decay, self.value = kind, decay, None
 
-    def __call__(self, cost: torch.Tensor) -> torch.Tensor:
+    def __call__(self, cost: torch.Tensor, group_mean: float | None = None) -> torch.Tensor:
         if self.kind == "none":
             return torch.zeros_like(cost)
         if self.kind == "batch" or self.value is None:
-            return cost.mean().expand_as(cost)
+            return torch.full_like(cost, float(cost.mean()) if group_mean is None else group_mean)
         return torch.full_like(cost, self.value)
 
-    def update(self, cost: torch.Tensor) -> None:
-        if self.kind == "ema" and torch.isfinite(cost).all():
-            mean = float(cost.mean())
-            self.value = mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
+    def update(self, mean_cost: float) -> None:
+        if self.kind == "ema" and math.isfinite(mean_cost):
+            self.value = mean_cost if self.value is None else self.decay * self.value + (1 - self.decay) * mean_cost
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "decay": self.decay, "value": self.value}
@@ -140,10 +164,10 @@ def reward_surrogate(
     return value + surrogate - surrogate.detach(), cost
 
 
-def noise_prediction_loss(unet, ddim: DDIM, latents: torch.Tensor, cond: torch.Tensor, generator: torch.Generator, autocast=None) -> torch.Tensor:
-    """The pre-training loss: MSE between the noise and the UNet's prediction at a uniform random timestep."""
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    timesteps = torch.randint(0, ddim.num_train_timesteps, (latents.shape[0],), generator=generator).to(latents.device)
+def noise_prediction_loss(unet, ddim: DDIM, latents: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor,
+                          timesteps: torch.Tensor, autocast=None) -> torch.Tensor:
+    """The pre-training loss: MSE between ``noise`` and the UNet's prediction at ``timesteps`` (one per sample)."""
+    noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
     noisy = ddim.add_noise(latents.float(), noise, timesteps)
     with autocast or contextlib.nullcontext():
         prediction = unet(noisy, timesteps, encoder_hidden_states=cond).sample
@@ -151,11 +175,11 @@ def noise_prediction_loss(unet, ddim: DDIM, latents: torch.Tensor, cond: torch.T
 
 
 @torch.no_grad()
-def encode_images(vae, images: torch.Tensor, scaling_factor: float, generator: torch.Generator) -> torch.Tensor:
-    """Latents of [-1, 1] images, sampled from the VAE posterior with ``generator``."""
+def encode_images(vae, images: torch.Tensor, scaling_factor: float, noise: torch.Tensor) -> torch.Tensor:
+    """Latents of [-1, 1] images, sampled from the VAE posterior with the standard-normal ``noise``."""
     dtype = next(vae.parameters()).dtype
     dist = vae.encode(images.to(dtype)).latent_dist
-    noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
+    noise = noise.to(dist.mean.device, dist.mean.dtype)
     return ((dist.mean + dist.std * noise) * scaling_factor).float()
 
 
@@ -166,5 +190,5 @@ class RewardOutput:
     cost: torch.Tensor
     captions: list[str]
     x0_latents: torch.Tensor  # detached, for the self-sample pre-training loss
-    step_index: int
+    step_index: torch.Tensor  # [B] the rollout step of each sample's gradient call
     extras: dict = field(default_factory=dict)

@@ -17,17 +17,19 @@ import torch
 from ..clip_tokenizer import load_clip_tokenizer
 from . import data as data_mod
 from . import saving
+from . import draws
+from . import precision as precision_mod
 from .config import ConfigError, TrainConfig
-from .lora import UNetLoRA
-from .metrics import MetricsLogger
+from .lora import UNetLoRA, WithLoRA
+from .metrics import MetricsLogger, NoMetrics
 from .models import BaseCheckpointError, encode_prompts, load_base
+from .processes import Processes
+from .resume import check_resumable, run_facts
 from .scorer import check_reward_folders, check_scorer, load_caption_reward
-from .step import DDIM, Conditioning, RewardBaseline, RewardOutput, decode_pixels, encode_images, noise_prediction_loss, predict_noise, reward_surrogate, rollout
+from .step import (DDIM, Conditioning, RewardBaseline, RewardOutput, decode_pixels, encode_images, noise_prediction_loss,
+                   predict_noise, reward_surrogate, rollout)
 
 log = logging.getLogger("realign_diff.refl")
-
-_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
 
 @dataclass
 class TrainResult:
@@ -54,12 +56,6 @@ def check_paths(config: TrainConfig) -> None:
         raise ConfigError(f"--output {output} would overwrite the base checkpoint; choose another file name")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class ReFLTrainer:
     def __init__(self, config: TrainConfig, scorer=None, on_step_end: Callable[[int], None] | None = None):
         config.validate()
@@ -67,36 +63,44 @@ class ReFLTrainer:
         if scorer is None:
             check_reward_folders(config.captioner, config.text_encoder)
         self.config, self.on_step_end = config, on_step_end
-        self.device = resolve_device(config.device)
-        cuda = self.device.type == "cuda"
-        mixed = config.mixed_precision
-        if mixed == "auto":
-            mixed = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-        frozen = config.frozen_dtype if config.frozen_dtype != "auto" else ("fp16" if cuda else "fp32")
-        self.mixed, self.frozen_dtype = mixed, _HALF[frozen]
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed)
+        self.processes = Processes(config.device, config.process_timeout)
+        self.plan = config.batch_plan(self.processes.count)
+        self.device = self.processes.device
+        bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.precision = precision_mod.resolve(config.mixed_precision, config.frozen_dtype, self.device.type, bf16,
+                                               scorer is None and precision_mod.is_t5_captioner(config.captioner))
+        self.mixed, self.frozen_dtype, self.autocast_dtype = self.precision.mixed, self.precision.frozen, self.precision.autocast
+        for note in self.precision.notes:
+            self._log(logging.WARNING, "%s", note)
         # 2**12 rather than torch's 2**16: every step skipped while the scale comes down costs a whole
         # accumulation of rollouts, and ReFL's gradients are small (lambda = 1e-3) anyway
-        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12, enabled=mixed == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12, enabled=self.precision.loss_scaling)
         self.run_dir = config.resolved_run_dir()
         self._load_data()
         self._build_models()
-        self.scorer = scorer if scorer is not None else load_caption_reward(config.captioner, config.text_encoder, self.device, self.frozen_dtype)
+        self.scorer = scorer if scorer is not None else load_caption_reward(config.captioner, config.text_encoder,
+                                                                            self.device, self.precision.captioner)
         check_scorer(self.scorer)
         self._build_optimizer()
         self.ddim = DDIM(config.num_inference_steps)
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.baseline = RewardBaseline(config.baseline, config.baseline_decay)
-        self.global_step = 0
+        self.global_step, self.samples_seen = 0, 0
         self.best_reward: float | None = None
         self.best_step: int | None = None
         self.bad_validations = 0
         self._checkpointed_best: int | None = None
-        saving.remove_stale_temporaries(self.run_dir)
-        saving.remove_stale_temporaries(Path(config.output).parent, only_for=Path(config.output).name)
+        if self.processes.is_main:
+            saving.remove_stale_temporaries(self.run_dir)
+            saving.remove_stale_temporaries(Path(config.output).parent, only_for=Path(config.output).name)
+        self.processes.barrier("the clean-up of a killed run's files")
         resumed = self._maybe_resume()
-        self.metrics = MetricsLogger(self.run_dir, config.tensorboard, resume_step=self.global_step if resumed else None)
+        self.metrics = MetricsLogger(self.run_dir, config.tensorboard, resume_step=self.global_step if resumed else None) \
+            if self.processes.is_main else NoMetrics()
         self.resumed = resumed
+
+    def _log(self, level: int, message: str, *args) -> None:
+        if self.processes.is_main:
+            log.log(level, message, *args)
 
     # --- building ---------------------------------------------------------------------------------------
 
@@ -108,6 +112,12 @@ class ReFLTrainer:
         else:
             self.train_prompts, self.val_prompts = data_mod.split_validation(prompts, c.validation_split, c.seed)
         self.val_prompts = self.val_prompts[: c.max_validation_prompts]
+        if len(self.train_prompts) < self.plan.per_micro_step:
+            raise ConfigError(
+                f"{len(self.train_prompts)} training prompts cannot fill one micro-step of {self.plan.train_batch_size} "
+                f"per process x {self.plan.processes} processes = {self.plan.per_micro_step}: give more prompts, or "
+                f"lower --train-batch-size or the process count"
+            )
         self.pairs = data_mod.read_pairs(c.pairs, c.pairs_image_root) if c.pairs else []
         self.sampler = data_mod.EpochSampler(len(self.train_prompts), c.seed)
         self.pair_sampler = data_mod.EpochSampler(len(self.pairs), c.seed + 1) if self.pairs else None
@@ -129,12 +139,16 @@ class ReFLTrainer:
             # the frozen base UNet may sit in half precision only when autocast does the mixing
             unet_dtype = self.frozen_dtype if self.autocast_dtype is not None else torch.float32
             self.unet.to(self.device, unet_dtype)
-            self.lora = UNetLoRA(self.unet, c.lora, c.resolved_lora_alpha()).to(self.device, torch.float32)
+            with torch.random.fork_rng(devices=[]):  # the same adapters in every process and every run of a seed
+                torch.manual_seed(c.seed)
+                self.lora = UNetLoRA(self.unet, c.lora, c.resolved_lora_alpha()).to(self.device, torch.float32)
             self.trainable: torch.nn.Module = self.lora
+            self.model = self.processes.wrap(WithLoRA(self.unet, self.lora))
         else:
             self.lora = None
             self.unet.to(self.device, torch.float32).requires_grad_(True)
             self.trainable = self.unet
+            self.model = self.processes.wrap(self.unet)
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
@@ -154,6 +168,7 @@ class ReFLTrainer:
         else:
             self.optimizer = torch.optim.AdamW(params, **kwargs)
         warmup = c.lr_warmup_steps
+        # not handed to Accelerate: its scheduler wrapper steps once per process
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
 
     # --- pieces of a step -------------------------------------------------------------------------------
@@ -174,109 +189,153 @@ class ReFLTrainer:
             self._empty = self._encode([""])
         return Conditioning(cond, self._empty.expand_as(cond), self.config.guidance_scale)
 
-    def _noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        shape = (batch, self.latent_channels, self.latent_size, self.latent_size)
-        return torch.randn(shape, generator=generator).to(self.device)
+    def _noise(self, step: int, samples: list[int], purpose: str = "noise") -> torch.Tensor:
+        shape = (self.latent_channels, self.latent_size, self.latent_size)
+        return draws.normal(shape, self.config.seed, step, samples, purpose).to(self.device)
 
-    def reward_step(self, prompts: list[str]) -> RewardOutput:
-        """Rollout without gradient to a random late step, one UNet call with gradient, x0', decode, surrogate."""
+    def reward_step(self, prompts: list[str], samples: list[int] | None = None, step: int | None = None,
+                    sync: bool = True) -> RewardOutput:
+        """Rollout without gradient to a late step k drawn per sample, one UNet call with gradient, x0', decode,
+        surrogate. ``samples``: the global sample numbers of ``prompts`` (they key every random draw)."""
         c = self.config
+        step = self.global_step if step is None else step
+        samples = list(range(len(prompts))) if samples is None else samples
         conditioning = self._conditioning(prompts)
-        noise = self._noise(len(prompts), self.generator)
-        index = int(torch.randint(c.refl_step_min, c.refl_step_max + 1, (1,), generator=self.generator))
-        x_t = rollout(self.unet, self.ddim, noise, conditioning, index, self._autocast())
-        with self._autocast():
-            eps = predict_noise(self.unet, x_t, self.ddim.timesteps[index], conditioning)
+        index = draws.integers(c.refl_step_min, c.refl_step_max, c.seed, step, samples, "refl_step")
+        x_t = rollout(self.unet, self.ddim, self._noise(step, samples), conditioning, index, self._autocast())
+        with self._autocast(), self.processes.grad_sync(self.model, sync):
+            eps = predict_noise(self.model, x_t, self.ddim.timesteps[index], conditioning)
         x0 = self.ddim.predict_x0(x_t, eps, index)
         pixels = decode_pixels(self.vae, x0, self.scaling_factor)
-        with torch.no_grad():
-            scored = self.scorer.score(pixels.detach().permute(0, 2, 3, 1), prompts,
-                                       max_new_tokens=c.caption_max_new_tokens, num_beams=c.caption_num_beams)
-        rewards = torch.as_tensor(scored.rewards, dtype=torch.float32).detach().cpu()
-        captions = list(scored.captions)
-        log_p_caption = self.scorer.caption_log_prob(pixels, captions)
-        log_p_prompt = self.scorer.caption_log_prob(pixels, prompts) if c.prompt_likelihood_weight else None
+        seeds = [draws.key_seed(c.seed, step, n, "caption") for n in samples]
+        terms = self.scorer.reward_terms(pixels, prompts, max_new_tokens=c.caption_max_new_tokens,
+                                         num_beams=c.caption_num_beams, sampling=c.caption_sampling, seeds=seeds,
+                                         prompt_log_prob=bool(c.prompt_likelihood_weight))
+        rewards = torch.as_tensor(terms.rewards, dtype=torch.float32).detach().cpu()
         cost = torch.relu(c.reward_margin - rewards)
-        loss, cost = reward_surrogate(rewards, log_p_caption, self.baseline(cost), c.reward_weight, c.reward_margin,
-                                      log_p_prompt, c.prompt_likelihood_weight)
-        return RewardOutput(loss, rewards, cost, captions, x0.detach(), index)
+        group_mean = None
+        if self.baseline.kind == "batch" or (self.baseline.kind == "ema" and self.baseline.value is None):
+            group_mean = self.processes.mean({"cost": float(cost.mean())})["cost"]
+        loss, cost = reward_surrogate(rewards, terms.log_p_caption, self.baseline(cost, group_mean), c.reward_weight,
+                                      c.reward_margin, terms.log_p_prompt, c.prompt_likelihood_weight)
+        if not loss.requires_grad:  # every caption empty: nothing to learn, but DDP needs this backward too
+            loss = loss + 0.0 * eps.sum()
+        return RewardOutput(loss, rewards, cost, list(terms.captions), x0.detach(), index)
 
-    def pre_loss(self, reward_out: RewardOutput, prompts: list[str]) -> torch.Tensor:
+    def pre_loss(self, reward_out: RewardOutput, prompts: list[str], samples: list[int] | None = None,
+                 step: int | None = None, sync: bool = True) -> torch.Tensor:
         """L_pre on real pairs when given, else on the rollout's own (detached) x0' latents."""
+        c = self.config
+        step = self.global_step if step is None else step
+        samples = list(range(len(prompts))) if samples is None else samples
         if self.pairs:
-            batch = [self.pairs[i] for i in self.pair_sampler.take(len(prompts))]
-            images = torch.stack([data_mod.load_image(p.image, self.config.resolution) for p in batch]).to(self.device)
-            latents = encode_images(self.vae, images, self.scaling_factor, self.generator)
+            batch = [self.pairs[self.pair_sampler[n]] for n in samples]
+            images = torch.stack([data_mod.load_image(p.image, c.resolution) for p in batch]).to(self.device)
+            latents = encode_images(self.vae, images, self.scaling_factor, self._noise(step, samples, "posterior"))
             cond = self._encode([p.caption for p in batch])
         else:
             latents, cond = reward_out.x0_latents, self._encode(prompts)
-        return noise_prediction_loss(self.unet, self.ddim, latents, cond, self.generator, self._autocast())
+        noise = self._noise(step, samples, "pre_noise")
+        timesteps = draws.integers(0, self.ddim.num_train_timesteps - 1, c.seed, step, samples, "pre_timestep")
+        with self.processes.grad_sync(self.model, sync):
+            return noise_prediction_loss(self.model, self.ddim, latents, cond, noise, timesteps, self._autocast())
+
+    def micro_batches(self, step: int) -> list[tuple[list[int], list[str]]]:
+        """This process's (global sample numbers, prompts) of each micro-step of optimizer step ``step``.
+
+        Micro-step m covers the run's samples ``samples_seen + m * per_micro_step`` onwards, process p the
+        ``train_batch_size`` of them from ``p * train_batch_size``: no overlap, and the same samples for the
+        same step whatever the split."""
+        plan, rank = self.plan, self.processes.rank
+        out = []
+        for m in range(plan.accumulation):
+            first = self.samples_seen + m * plan.per_micro_step + rank * plan.train_batch_size
+            samples = list(range(first, first + plan.train_batch_size))
+            out.append((samples, [self.train_prompts[self.sampler[n]] for n in samples]))
+        return out
 
     def optimizer_step(self) -> dict:
-        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns its metrics."""
+        """One optimizer step over the accumulation's micro-batches on every process; returns its metrics
+        (means over all processes)."""
         c = self.config
-        accum = c.gradient_accumulation_steps
+        accum = self.plan.accumulation
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"reward_loss": 0.0, "pre_loss": 0.0, "reward": 0.0}
-        bad = None
-        for _ in range(accum):
-            prompts = [self.train_prompts[i] for i in self.sampler.take(c.train_batch_size)]
-            out = self.reward_step(prompts)
+        totals = {"reward_loss": 0.0, "pre_loss": 0.0, "reward": 0.0, "cost": 0.0}
+        bad = []
+        batches = self.micro_batches(self.global_step)
+        for m, (samples, prompts) in enumerate(batches):
+            last = m == accum - 1
+            out = self.reward_step(prompts, samples, sync=last and not c.pre_loss_weight)
             if not torch.isfinite(out.loss).item():
-                bad = f"reward loss {out.loss.item()} (rewards {out.rewards.tolist()})"
-                break
-            if out.loss.requires_grad:  # False only when every caption was empty: nothing to learn from them
-                self.scaler.scale(out.loss / accum).backward()
-            self.baseline.update(out.cost)
+                bad.append(f"reward loss {out.loss.item()} (rewards {out.rewards.tolist()})")
+            # every process runs every backward, even of a non-finite loss: a missing one would hang the
+            # others' gradient all-reduce; the step is then skipped everywhere
+            self.scaler.scale(out.loss / accum).backward()
             totals["reward_loss"] += out.loss.item() / accum
             totals["reward"] += out.rewards.mean().item() / accum
+            totals["cost"] += out.cost.mean().item() / accum
             if c.pre_loss_weight:
-                pre = self.pre_loss(out, prompts)
+                pre = self.pre_loss(out, prompts, samples, sync=last)
                 if not torch.isfinite(pre).item():
-                    bad = f"pre-training loss {pre.item()}"
-                    break
+                    bad.append(f"pre-training loss {pre.item()}")
                 self.scaler.scale(c.pre_loss_weight * pre / accum).backward()
                 totals["pre_loss"] += pre.item() / accum
-        metrics = dict(totals, loss=totals["reward_loss"] + c.pre_loss_weight * totals["pre_loss"],
+        totals = self.processes.mean(totals)
+        skip = self.processes.any(bool(bad))
+        metrics = dict(reward_loss=totals["reward_loss"], pre_loss=totals["pre_loss"], reward=totals["reward"],
+                       loss=totals["reward_loss"] + c.pre_loss_weight * totals["pre_loss"],
                        lr=self.lr_scheduler.get_last_lr()[0], skipped=0)
-        if bad is None:
-            self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
-            metrics["grad_norm"] = norm.item()
-            if not math.isfinite(metrics["grad_norm"]) and not self.scaler.is_enabled():
-                bad = f"gradient norm {metrics['grad_norm']}"
-        if bad is None:
-            scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if scale is not None and self.scaler.get_scale() < scale:
-                log.info("step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale to %g and "
-                         "goes on (normal now and then)", self.global_step + 1, self.scaler.get_scale())
-                metrics["skipped"] = 1
-        if bad is not None:
-            log.warning("step %d skipped: non-finite %s", self.global_step + 1, bad)
+        if not skip:
+            self.baseline.update(totals["cost"])
+            metrics.update(self._apply_gradients())
+        else:
+            why = bad[0] if bad else "another process"
+            self._log(logging.WARNING, "step %d skipped on every process: non-finite %s", self.global_step + 1, why)
             self.optimizer.zero_grad(set_to_none=True)
             metrics["skipped"] = 1
+        self.samples_seen += self.plan.total
         with warnings.catch_warnings():  # a skipped step still advances the schedule; torch warns about that order
             warnings.simplefilter("ignore", UserWarning)
             self.lr_scheduler.step()
         return metrics
 
+    def _apply_gradients(self) -> dict:
+        """Clip and step the (already all-reduced, so identical) gradients; every process decides the same."""
+        c = self.config
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+        metrics = {"grad_norm": norm.item(), "skipped": 0}
+        if not math.isfinite(metrics["grad_norm"]) and not self.scaler.is_enabled():
+            self._log(logging.WARNING, "step %d skipped: non-finite gradient norm %s", self.global_step + 1, metrics["grad_norm"])
+            self.optimizer.zero_grad(set_to_none=True)
+            return dict(metrics, skipped=1)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if scale is not None and self.scaler.get_scale() < scale:
+            self._log(logging.INFO, "step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale "
+                      "to %g and goes on (normal now and then)", self.global_step + 1, self.scaler.get_scale())
+            metrics["skipped"] = 1
+        return metrics
+
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean caption reward of full T-step samples of the validation prompts (same noise every time)."""
+        """Mean caption reward of full T-step samples of the validation prompts (the same noise for each prompt
+        every time), the prompts shared out among the processes and the rewards gathered."""
         c = self.config
-        generator = torch.Generator().manual_seed(c.seed + 1)
-        rewards = []
-        for start in range(0, len(self.val_prompts), c.validation_batch_size):
-            prompts = self.val_prompts[start : start + c.validation_batch_size]
-            x0 = rollout(self.unet, self.ddim, self._noise(len(prompts), generator), self._conditioning(prompts),
-                         c.num_inference_steps, self._autocast())
+        mine = list(range(self.processes.rank, len(self.val_prompts), self.processes.count))
+        scored = []
+        for start in range(0, len(mine), c.validation_batch_size):
+            indices = mine[start : start + c.validation_batch_size]
+            prompts = [self.val_prompts[i] for i in indices]
+            noise = self._noise(0, indices, "validation_noise")
+            x0 = rollout(self.unet, self.ddim, noise, self._conditioning(prompts), c.num_inference_steps, self._autocast())
             pixels = decode_pixels(self.vae, x0, self.scaling_factor)
-            scored = self.scorer.score(pixels.permute(0, 2, 3, 1), prompts, max_new_tokens=c.caption_max_new_tokens,
+            result = self.scorer.score(pixels.permute(0, 2, 3, 1), prompts, max_new_tokens=c.caption_max_new_tokens,
                                        num_beams=c.caption_num_beams)
-            rewards.append(torch.as_tensor(scored.rewards, dtype=torch.float32).cpu())
-        return torch.cat(rewards).mean().item()
+            scored += zip(indices, torch.as_tensor(result.rewards, dtype=torch.float32).tolist())
+        rewards = dict(self.processes.gather(scored))
+        return sum(rewards[i] for i in range(len(self.val_prompts))) / len(self.val_prompts)
 
     # --- checkpoints --------------------------------------------------------------------------------------
 
@@ -286,30 +345,30 @@ class ReFLTrainer:
     def training_state(self) -> dict:
         state = {
             "global_step": self.global_step,
+            "samples_seen": self.samples_seen,
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "sampler": self.sampler.state_dict(),
-            "pair_sampler": self.pair_sampler.state_dict() if self.pair_sampler else None,
             "baseline": self.baseline.state_dict(),
             "best_reward": self.best_reward,
             "best_step": self.best_step,
             "bad_validations": self.bad_validations,
             "lora": self.config.lora,
             "config": self.config.to_json(),
+            "run": json.dumps(run_facts(self.plan)),
         }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
-    def save_checkpoint(self) -> Path:
-        path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
-                                               self.training_state(), self.config.checkpoints_total_limit)
-        self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
-        self._prune_best()
-        log.info("saved %s", path)
+    def save_checkpoint(self) -> Path | None:
+        """The main process writes ``checkpoint-N``; every process waits until it is complete."""
+        path = None
+        if self.processes.is_main:
+            path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
+                                                   self.training_state(), self.config.checkpoints_total_limit)
+            self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
+            self._prune_best()
+            log.info("saved %s", path)
+        self.processes.barrier(f"the end of checkpoint-{self.global_step}")
         return path
 
     def _best_path(self, step: int) -> Path:
@@ -330,65 +389,68 @@ class ReFLTrainer:
             return False
         path = saving.latest_checkpoint(self.run_dir) if which == "latest" else Path(which)
         if path is None:
-            log.info("--resume latest: no checkpoint-N in %s, starting a new run", self.run_dir)
+            self._log(logging.INFO, "--resume latest: no checkpoint-N in %s, starting a new run", self.run_dir)
             return False
         tensors, state = saving.load_training_checkpoint(path)
-        if state["lora"] != self.config.lora:
-            raise ConfigError(f"{path} was trained with --lora {state['lora']}, not {self.config.lora}")
+        for note in check_resumable(state, self.config, self.plan, path):
+            self._log(logging.WARNING, "%s", note)
         self.trainable.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.sampler.load_state_dict(state["sampler"])
-        if self.pair_sampler and state["pair_sampler"]:
-            self.pair_sampler.load_state_dict(state["pair_sampler"])
         self.baseline.load_state_dict(state["baseline"])
-        self.global_step = state["global_step"]
+        self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
         self.best_reward, self.best_step, self.bad_validations = state["best_reward"], state["best_step"], state["bad_validations"]
         self._checkpointed_best = self.best_step
-        self._prune_best()
-        log.info("resumed from %s at step %d", path, self.global_step)
+        if self.processes.is_main:
+            self._prune_best()
+        self._log(logging.INFO, "resumed from %s at step %d", path, self.global_step)
         return True
 
     # --- the loop -----------------------------------------------------------------------------------------
 
     def summary(self) -> str:
-        c = self.config
+        c, plan = self.config, self.plan
         trainable = sum(p.numel() for p in self.params)
         lines = [
             "***** Running training *****",
             f"  base = {c.base}",
             f"  training prompts = {len(self.train_prompts)}, validation prompts = {len(self.val_prompts)}, "
             f"L_pre: {'off' if not c.pre_loss_weight else f'{len(self.pairs)} pairs' if self.pairs else 'own x0 latents'}",
-            f"  batch size = {c.train_batch_size} x {c.gradient_accumulation_steps} accumulation = "
-            f"{c.train_batch_size * c.gradient_accumulation_steps} per optimizer step",
+            f"  effective batch = {plan.describe()}",
+            f"  processes = {plan.processes} ({self.processes.engine}), this one on {self.device}",
             f"  optimizer steps = {c.max_steps} (from {self.global_step}), lr = {c.learning_rate}, "
             f"{'8-bit ' if c.use_8bit_adam else ''}AdamW",
             f"  T = {c.num_inference_steps}, gradient step in [{c.refl_step_min}, {c.refl_step_max}], "
             f"guidance = {c.guidance_scale}, lambda = {c.reward_weight}, margin = {c.reward_margin}, "
-            f"baseline = {c.baseline}, w_pre = {c.pre_loss_weight}",
+            f"baseline = {c.baseline}, w_pre = {c.pre_loss_weight}, captions "
+            f"{'sampled' if c.caption_sampling else 'greedy' if c.caption_num_beams == 1 else f'beam {c.caption_num_beams}'}",
             f"  trained = {'LoRA rank %d' % c.lora if c.lora else 'full UNet'} ({trainable / 1e6:.2f} M parameters)",
-            f"  device = {self.device}, mixed precision = {self.mixed}, frozen models in {str(self.frozen_dtype).replace('torch.', '')}, "
-            f"gradient checkpointing = {c.gradient_checkpointing}, resolution = {c.resolution}",
+            f"  {self.precision.describe()}, gradient checkpointing = {c.gradient_checkpointing}, "
+            f"resolution = {c.resolution}",
             f"  run dir = {self.run_dir}, output = {c.output}",
         ]
         return "\n".join(lines)
 
+    def write_settings(self) -> None:
+        settings = dict(self.config.to_dict(), run=run_facts(self.plan))
+        saving.atomic_write_text(self.run_dir / "settings.json", json.dumps(settings, indent=2, sort_keys=True))
+
     def train(self) -> TrainResult:
+        with self.processes.failures("the same training step"):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         c = self.config
-        log.info("%s", self.summary())
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "settings.json").write_text(json.dumps(c.to_dict(), indent=2, sort_keys=True))
+        self._log(logging.INFO, "%s", self.summary())
+        if self.processes.is_main:
+            self.write_settings()
         validating = bool(self.val_prompts) and c.validation_steps > 0
         if validating and not self.resumed:
             reward = self.validate()
-            log.info("validation reward before training: %.4f", reward)
+            self._log(logging.INFO, "validation reward before training: %.4f", reward)
             self.metrics.log(0, {"validation_reward": reward})
-        bar = _progress(c.progress_bar, c.max_steps, self.global_step)
+        bar = _progress(c.progress_bar and self.processes.is_main, c.max_steps, self.global_step)
         stopped_early = False
         start = time.time()
         try:
@@ -413,29 +475,34 @@ class ReFLTrainer:
             if bar is not None:
                 bar.close()
             self.metrics.plot_reward_curve()
-        log.info("trained %d steps in %.1f s", self.global_step, time.time() - start)
-        output = self.write_output()
+        self._log(logging.INFO, "trained %d steps in %.1f s", self.global_step, time.time() - start)
+        if self.processes.distributed:
+            digest = self.processes.check_identical(self.trainable, "trained weights")
+            self._log(logging.INFO, "trained weights identical on all %d processes (digest %s)", self.processes.count, digest)
+        output = self.write_output() if self.processes.is_main else Path(c.output)
+        self.processes.barrier("the output file")
         self.metrics.close()
         return TrainResult(output, self.global_step, self.best_step, self.best_reward, stopped_early, self.run_dir)
 
     def _validation_round(self, metrics: dict) -> bool:
         c = self.config
-        reward = self.validate()
+        reward = self.validate()  # the same number on every process: they all decide alike below
         metrics["validation_reward"] = reward
         if self.best_reward is None or reward > self.best_reward:
             self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
-            if c.keep_best:
+            if c.keep_best and self.processes.is_main:
                 saving.atomic_save_safetensors(self._trainable_tensors(), self._best_path(self.global_step),
                                                {"step": str(self.global_step), "validation_reward": str(reward)})
                 self._prune_best()
-            log.info("step %d: validation reward %.4f (best so far)", self.global_step, reward)
+            self._log(logging.INFO, "step %d: validation reward %.4f (best so far)", self.global_step, reward)
         else:
             self.bad_validations += 1
-            log.info("step %d: validation reward %.4f (best %.4f at step %d; %d without improvement)",
-                     self.global_step, reward, self.best_reward, self.best_step, self.bad_validations)
+            self._log(logging.INFO, "step %d: validation reward %.4f (best %.4f at step %d; %d without improvement)",
+                      self.global_step, reward, self.best_reward, self.best_step, self.bad_validations)
         self.metrics.plot_reward_curve()
         if c.early_stopping_patience and self.bad_validations >= c.early_stopping_patience:
-            log.info("early stopping at step %d: no better validation reward for %d validations", self.global_step, self.bad_validations)
+            self._log(logging.INFO, "early stopping at step %d: no better validation reward for %d validations",
+                      self.global_step, self.bad_validations)
             return True
         return False
 
@@ -448,6 +515,7 @@ class ReFLTrainer:
             "realign_diff.refl.base": Path(c.base).name,
             "realign_diff.refl.step": str(step),
             "realign_diff.refl.steps_trained": str(self.global_step),
+            "realign_diff.refl.run": json.dumps(run_facts(self.plan), sort_keys=True),
         }
         if self.best_reward is not None:
             meta["realign_diff.refl.best_validation_reward"] = f"{self.best_reward:.6f}"

@@ -7,9 +7,11 @@ limit), its output at the [CLS] token (position 0) through ``text_projection``, 
 feature BLIP-2's image-text contrastive (ITC) head uses (``Blip2ForImageTextRetrieval`` with
 ``use_image_text_matching_head=False``). ``R = cos(f(caption), f(prompt))`` lies in [-1, 1].
 
-Gradient path (for the trainer): :meth:`CaptionReward.caption_log_prob` gives the teacher-forced
-``log p_BLIP2(text | image)`` with gradients to the pixels; the trainer combines it with the (gradient-free)
-reward, e.g. ``(R - baseline) * log p(caption | x0')``.
+Gradient path (for the trainer): :meth:`CaptionReward.reward_terms` captions the images and gives the reward, the
+log-probability of the generated caption and (optionally) the teacher-forced ``log p_BLIP2(prompt | image)``, all
+from one vision pass, the log-probabilities with gradients to the pixels; the trainer combines them, e.g.
+``(R - baseline) * log p(caption | x0')``. :meth:`CaptionReward.caption_log_prob` is the teacher-forced
+log-probability of any text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ import torch
 from .blip2_files import Blip2FolderError, check_blip2_dir
 from .image_prep import ImageStats, preprocess, to_bchw
 from .prompts import match_prompts
+
+
+@dataclass
+class RewardTerms:
+    """What a ReFL micro-step needs of the reward, from one vision pass (:meth:`CaptionReward.reward_terms`)."""
+
+    rewards: torch.Tensor  # [B] float32 on the CPU, no grad: cos(f(caption), f(prompt))
+    captions: list[str]
+    log_p_caption: torch.Tensor  # [B] float32, differentiable w.r.t. the pixels: log p(generated ids | image)
+    log_p_prompt: torch.Tensor | None  # [B] teacher-forced log p(prompt | image) when asked, else None
 
 
 @dataclass
@@ -58,6 +70,25 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float16
+
+
+class _SeededSampler:
+    """A logits processor that draws each row's next token from its softmax (temperature 1, no truncation) with
+    that row's own generator, and leaves only the drawn token: greedy decoding then takes it.
+
+    Sampling inside a batched greedy ``generate`` rather than ``do_sample`` under a seeded global RNG: one batched
+    call (per-image calls cost ~20-35% more at 4 images on CPU), row i's draws depend on ``seeds[i]`` and its own
+    distribution only, and the global RNG is never touched. Runs after generate's own processors
+    (``min_new_tokens`` barring the end-of-text token first).
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, drawn.unsqueeze(-1), 0.0)
 
 
 @contextmanager
@@ -125,10 +156,17 @@ class CaptionReward(torch.nn.Module):
         # what captioning starts from: one image token per query (replaced by the Q-Former output), then the
         # tokenizer's own framing of an empty text ("</s>" as BOS for OPT, "</s>" as EOS for the T5 encoder)
         empty = self.tokenizer("", add_special_tokens=True)["input_ids"]
-        self.prefix_ids: list[int] = [int(image_token)] * int(config.num_query_tokens) + list(empty)
+        self.image_token = int(image_token)
+        self.prefix_ids: list[int] = [self.image_token] * int(config.num_query_tokens) + list(empty)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         eos = getattr(captioner.generation_config, "eos_token_id", None) or self.tokenizer.eos_token_id
         self.eos_id = int(eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else None
+        # what the language model's own generate stops at (captioner.generate delegates to it), and, with
+        # min_new_tokens=1, keeps out of the first step
+        stop = getattr(captioner.language_model.generation_config, "eos_token_id", None)
+        stop = self.eos_id if stop is None else stop
+        stop = [] if stop is None else stop if isinstance(stop, (list, tuple)) else [stop]
+        self.stop_ids: list[int] = [int(token) for token in stop]
 
         limits = [getattr(text_encoder.config.qformer_config, "max_position_embeddings", 512)]
         if getattr(text_tokenizer, "model_max_length", None) and text_tokenizer.model_max_length < 100_000:
@@ -276,6 +314,49 @@ class CaptionReward(torch.nn.Module):
         return self.score(images, prompts, **kwargs).rewards
 
     # ------------------------------------------------------------------ differentiable surrogate
+    def reward_terms(
+        self,
+        pixels: torch.Tensor,
+        prompts: str | Sequence[str],
+        *,
+        max_new_tokens: int = 30,
+        num_beams: int = 1,
+        sampling: bool = False,
+        seeds: Sequence[int] | None = None,
+        prompt_log_prob: bool = False,
+    ) -> RewardTerms:
+        """Caption, reward and log-probabilities for a ReFL micro-step, from ONE vision pass (ViT, Q-Former, projection).
+
+        ``pixels``: [B, 3, H, W] (or [B, H, W, 3]) float in [0, 1], usually requiring grad. The image prefix is
+        computed once with gradient; captions are generated from its detached copy; the teacher-forced
+        log-probabilities reuse it, so their gradients reach ``pixels`` (never BLIP-2's frozen weights).
+
+        Decoding (``min_new_tokens=1``, as :meth:`score`): ``sampling=False`` is greedy (``num_beams=1``) or beam
+        search, the captions and rewards :meth:`score` gives; ``seeds`` is ignored. ``sampling=True`` draws each
+        caption from the captioner's own distribution (temperature 1, no top-k / top-p truncation, one beam,
+        ``num_beams`` ignored), image i's tokens with a ``torch.Generator`` seeded by ``seeds[i]`` (see
+        :class:`_SeededSampler`), so its caption depends on that seed and that image only, not on the rest of the
+        batch or on how a batch is split over processes (up to the floating-point difference between a batched
+        and a single forward), and the global RNG is left alone (``seeds=None``: seeds drawn from it).
+
+        ``log_p_caption[i]`` is the log-probability of the generated token ids themselves (not of the decoded text
+        re-tokenized), end-of-text token INCLUDED when it was generated (a caption cut at ``max_new_tokens`` has
+        none), padding after it excluded, under the distribution the caption was decoded from: the first step
+        renormalized without the end-of-text token, which ``min_new_tokens=1`` bars there. For sampled captions
+        it is thus exactly the log-probability of the sample, and ``(R - b) * grad log_p_caption`` the unbiased
+        score-function estimator. A caption without tokens contributes 0 (and when every caption is empty the
+        result has no graph). ``log_p_prompt`` (``prompt_log_prob=True``): :meth:`caption_log_prob` of the
+        prompts (no end-of-text token), from the same prefix. ``rewards``: :meth:`similarity` of the captions.
+        """
+        pixels = to_bchw(pixels)
+        prompts = match_prompts(prompts, pixels.shape[0])
+        prefix = self._image_prefix(pixels)
+        sequences = self._decode(prefix.detach(), max_new_tokens, num_beams, sampling, seeds)
+        captions = [text.strip() for text in self.tokenizer.batch_decode(sequences, skip_special_tokens=True)]
+        log_p_caption = self._sequence_log_prob(prefix, sequences, barred_first=self.stop_ids)
+        log_p_prompt = self._sequence_log_prob(prefix, self._text_tokens(prompts)) if prompt_log_prob else None
+        return RewardTerms(self.similarity(captions, prompts), captions, log_p_caption, log_p_prompt)
+
     def caption_log_prob(self, pixels: torch.Tensor, texts: str | Sequence[str], *, include_eos: bool = False) -> torch.Tensor:
         """Teacher-forced ``log p_BLIP2(text_i | image_i)``, summed over the text's tokens: [B] float32.
 
@@ -292,13 +373,69 @@ class CaptionReward(torch.nn.Module):
             texts = texts * batch
         if len(texts) != batch:
             raise ValueError(f"{len(texts)} texts for {batch} images: give one text for all, or one per image.")
-        device = self.model_device
-        token_lists = [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        if include_eos:
-            if self.eos_id is None:
-                raise ValueError("include_eos=True, but the captioner's tokenizer has no end-of-text token")
-            token_lists = [ids + [self.eos_id] for ids in token_lists]
-        length = max(len(ids) for ids in token_lists)
+        if include_eos and self.eos_id is None:
+            raise ValueError("include_eos=True, but the captioner's tokenizer has no end-of-text token")
+        token_lists = self._text_tokens(texts, include_eos)
+        if not any(token_lists):
+            return torch.zeros(batch, device=self.model_device)
+        return self._sequence_log_prob(self._image_prefix(pixels), token_lists)
+
+    def _text_tokens(self, texts: Sequence[str], include_eos: bool = False) -> list[list[int]]:
+        token_lists = [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return [ids + [self.eos_id] for ids in token_lists] if include_eos else token_lists
+
+    def _prefix_ids(self, batch: int) -> torch.Tensor:
+        return torch.tensor([self.prefix_ids] * batch, dtype=torch.long, device=self.model_device)
+
+    def _image_prefix(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The language model's input embeddings of :attr:`prefix_ids`, image tokens replaced by the projected
+        Q-Former output, as BLIP-2's forward and generate build them: [B, len(prefix_ids), D]. The vision pass."""
+        model = self.captioner
+        image_embeds = model.vision_model(pixel_values=self._pixel_values(pixels), return_dict=True).last_hidden_state
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        queries = model.qformer(query_embeds=model.query_tokens.expand(image_embeds.shape[0], -1, -1),
+                                encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask,
+                                return_dict=True).last_hidden_state
+        features = model.language_projection(queries.to(image_embeds.dtype))  # the Q-Former runs in fp32
+        prefix = self._prefix_ids(image_embeds.shape[0])
+        embeds = model.get_input_embeddings()(prefix)
+        return embeds.masked_scatter((prefix == self.image_token).unsqueeze(-1), features.to(embeds.dtype))
+
+    @torch.no_grad()
+    def _decode(self, prefix: torch.Tensor, max_new_tokens: int, num_beams: int, sampling: bool,
+                seeds: Sequence[int] | None) -> list[list[int]]:
+        """Generated ids per image, up to and including the first end-of-text token."""
+        kwargs = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False}
+        if sampling:
+            from transformers import LogitsProcessorList
+
+            seeds = torch.randint(0, 2**62, (prefix.shape[0],)).tolist() if seeds is None else list(seeds)
+            if len(seeds) != prefix.shape[0]:
+                raise ValueError(f"{len(seeds)} seeds for {prefix.shape[0]} images: give one seed per image.")
+            kwargs.update(num_beams=1, logits_processor=LogitsProcessorList([_SeededSampler(seeds, prefix.device)]))
+        return [self._until_stop(row) for row in self._generate_ids(prefix, **kwargs)]
+
+    def _generate_ids(self, prefix: torch.Tensor, **generate_kwargs) -> list[list[int]]:
+        ids = self._prefix_ids(prefix.shape[0])
+        inputs = {"inputs_embeds": prefix, "attention_mask": torch.ones_like(ids)}
+        if not self.is_encoder_decoder:
+            inputs["input_ids"] = ids
+        out = self.captioner.language_model.generate(**inputs, min_new_tokens=1, **generate_kwargs)
+        start = 1 if self.is_encoder_decoder else ids.shape[1]  # drop the decoder start token / the echoed prefix
+        return out[:, start:].tolist()
+
+    def _until_stop(self, row: list[int]) -> list[int]:
+        for k, token in enumerate(row):
+            if token in self.stop_ids:
+                return row[:k + 1]
+        return row
+
+    def _sequence_log_prob(self, prefix: torch.Tensor, token_lists: list[list[int]],
+                           barred_first: Sequence[int] = ()) -> torch.Tensor:
+        """``sum_k log p(token_k | image, tokens before k)`` per row, teacher-forced after ``prefix``: [B] float32.
+        ``barred_first``: ids taken out of the first step's distribution (renormalized without them)."""
+        batch, device = prefix.shape[0], prefix.device
+        length = max((len(ids) for ids in token_lists), default=0)
         if length == 0:
             return torch.zeros(batch, device=device)
         text_ids = torch.full((batch, length), self.pad_id, dtype=torch.long)
@@ -307,23 +444,28 @@ class CaptionReward(torch.nn.Module):
             text_ids[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
             text_mask[i, :len(ids)] = 1
         text_ids, text_mask = text_ids.to(device), text_mask.to(device)
-        prefix = torch.tensor([self.prefix_ids] * batch, dtype=torch.long, device=device)
-        pixel_values = self._pixel_values(pixels)
+        logits = self._text_logits(prefix, text_ids, text_mask).float()
+        if barred_first:
+            barred = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+            barred[list(barred_first)] = True
+            logits = torch.cat([logits[:, :1].masked_fill(barred, float("-inf")), logits[:, 1:]], dim=1)
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, text_ids.unsqueeze(-1)).squeeze(-1)
+        # where, not a product: a padded position may hold a barred id (log-prob -inf)
+        return torch.where(text_mask.bool(), log_probs, torch.zeros_like(log_probs)).sum(-1)
 
+    def _text_logits(self, prefix: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Language-model logits after ``prefix``, position k predicting ``text_ids[:, k]``: [B, L, vocab]."""
+        language_model = self.captioner.language_model
+        prefix_mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         if self.is_encoder_decoder:
-            config = self.captioner.config.text_config
-            start = getattr(config, "decoder_start_token_id", None)
-            start = self.pad_id if start is None else start
-            start_col = torch.full((batch, 1), start, dtype=torch.long, device=device)
+            start = getattr(self.captioner.config.text_config, "decoder_start_token_id", None)
+            start_col = torch.full_like(text_ids[:, :1], self.pad_id if start is None else start)
             decoder_ids = torch.cat([start_col, text_ids[:, :-1]], dim=1)
             decoder_mask = torch.cat([torch.ones_like(start_col), text_mask[:, :-1]], dim=1)
-            logits = self.captioner(pixel_values=pixel_values, input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                                    decoder_input_ids=decoder_ids, decoder_attention_mask=decoder_mask).logits
-        else:
-            input_ids = torch.cat([prefix, text_ids], dim=1)
-            attention_mask = torch.cat([torch.ones_like(prefix), text_mask], dim=1)
-            logits = self.captioner(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask).logits
-            p = prefix.shape[1]
-            logits = logits[:, p - 1:p - 1 + length]  # position k predicts token k + 1
-        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, text_ids.unsqueeze(-1)).squeeze(-1)
-        return (log_probs * text_mask).sum(-1)
+            return language_model(inputs_embeds=prefix, attention_mask=prefix_mask, decoder_input_ids=decoder_ids,
+                                  decoder_attention_mask=decoder_mask).logits
+        text_embeds = language_model.get_input_embeddings()(text_ids)
+        logits = language_model(inputs_embeds=torch.cat([prefix, text_embeds], dim=1),
+                                attention_mask=torch.cat([prefix_mask, text_mask], dim=1)).logits
+        p = prefix.shape[1]
+        return logits[:, p - 1:p - 1 + text_ids.shape[1]]  # position k predicts token k + 1

@@ -108,7 +108,8 @@ def build_bert_tokenizer(max_length: int = 64):
     return tokenizer
 
 
-def _configs(preset: dict, language_model: str, text_vocab: int, qformer_vocab: int, image_token_index: int):
+def _configs(preset: dict, language_model: str, text_vocab: int, qformer_vocab: int, image_token_index: int,
+             tie_word_embeddings: bool = True):
     from transformers import Blip2Config
 
     h, layers, heads, ffn = preset["hidden"], preset["layers"], preset["heads"], preset["ffn"]
@@ -120,7 +121,7 @@ def _configs(preset: dict, language_model: str, text_vocab: int, qformer_vocab: 
     if language_model == "opt":
         text = dict(model_type="opt", hidden_size=h, word_embed_proj_dim=h, num_hidden_layers=layers,
                     num_attention_heads=heads, ffn_dim=ffn, vocab_size=text_vocab, max_position_embeddings=128,
-                    bos_token_id=1, eos_token_id=1, pad_token_id=0)
+                    bos_token_id=1, eos_token_id=1, pad_token_id=0, tie_word_embeddings=tie_word_embeddings)
     elif language_model == "t5":
         text = dict(model_type="t5", d_model=h, d_kv=h // heads, d_ff=ffn, num_layers=layers, num_decoder_layers=layers,
                     num_heads=heads, vocab_size=text_vocab, feed_forward_proj="gated-gelu", eos_token_id=1,
@@ -139,11 +140,15 @@ def write_tiny_blip2(
     seed: int = 0,
     captioner_name: str | None = None,
     text_encoder_name: str | None = None,
+    tie_word_embeddings: bool = True,
 ) -> tuple[Path, Path]:
     """Write a random BLIP-2 captioner folder and a random BLIP-2 retrieval folder under ``root``.
 
     Returns ``(captioner_dir, text_encoder_dir)``; default names ``blip2-{preset}-{language_model}`` and
-    ``blip2-{preset}-itm``. Existing folders are overwritten.
+    ``blip2-{preset}-itm``. Existing folders are overwritten. ``tie_word_embeddings=False`` gives the OPT
+    captioner its own output head: tied (as in the real OPT) to the unit-scale random embeddings, its next-token
+    distribution is nearly one-hot (each token predicts itself), so sampled captions hardly vary; untied, its
+    logits are unit scale and samples differ from seed to seed. (The T5 captioner is always untied, like Flan-T5.)
     """
     ensure_torchvision_importable()
     from transformers import BlipImageProcessor, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
@@ -164,7 +169,7 @@ def write_tiny_blip2(
 
     torch.manual_seed(seed)
     captioner = Blip2ForConditionalGeneration(
-        _configs(shape, language_model, len(cap_tokenizer), qformer_vocab, image_token)
+        _configs(shape, language_model, len(cap_tokenizer), qformer_vocab, image_token, tie_word_embeddings)
     )
     retrieval = Blip2ForImageTextRetrieval(
         _configs(shape, "opt", len(cap_tokenizer), qformer_vocab, itm_processor.tokenizer.convert_tokens_to_ids("<image>"))

@@ -1,6 +1,6 @@
 """Helpers for trainer tests: a tiny differentiable caption scorer and small training setups.
 
-``ToyCaptionScorer`` has the caption reward's interface (``score`` and ``caption_log_prob``) on a few
+``ToyCaptionScorer`` has the caption reward's interface (``score``, ``caption_log_prob``, ``reward_terms``) on a few
 thousand parameters: its "caption" is the top words of a linear read-out of pooled pixels, its reward the
 cosine of that read-out's word distribution with the prompt's bag of words, and its log-probability a teacher-forced sum of word log-softmaxes. It
 lets the trainer's step be tested on any scorer, as the trainer promises; the real BLIP-2 reward is
@@ -23,7 +23,7 @@ class ToyCaptionScorer:
         gen = torch.Generator().manual_seed(seed)
         self.weight = torch.randn(len(VOCAB), 3 * 4 * 4, generator=gen)
         self.words, self.nan = words, nan
-        self.calls = {"score": 0, "caption_log_prob": 0}
+        self.calls = {"score": 0, "caption_log_prob": 0, "reward_terms": 0}
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(pixels.float(), 4).flatten(1)
@@ -36,25 +36,54 @@ class ToyCaptionScorer:
                 bag[VOCAB.index(word)] += 1
         return bag
 
+    def _captions(self, word_ids) -> list[str]:
+        return [" ".join(VOCAB[i] for i in sorted(row.tolist())) for row in word_ids]
+
+    def _rewards(self, logits: torch.Tensor, prompts) -> torch.Tensor:
+        # a continuous reward (cosine of the word distribution with the prompt's words), so it varies image to image
+        probs = logits.detach().cpu().softmax(-1)
+        rewards = torch.stack([F.cosine_similarity(q, self._bag(p), dim=0) for q, p in zip(probs, prompts)])
+        return torch.full_like(rewards, float("nan")) if self.nan else rewards
+
+    def _bag_log_prob(self, log_p: torch.Tensor, texts) -> torch.Tensor:
+        return (log_p * torch.stack([self._bag(t) for t in texts]).to(log_p.device)).sum(-1)
+
     def score(self, images: torch.Tensor, prompts, max_new_tokens: int = 30, num_beams: int = 1):
         self.calls["score"] += 1
         assert images.dim() == 4 and images.shape[-1] == 3, "images must be [B, H, W, 3]"
         logits = self._logits(images.permute(0, 3, 1, 2)).cpu()
-        top = logits.topk(self.words, dim=-1).indices
-        captions = [" ".join(VOCAB[i] for i in sorted(row.tolist())) for row in top]
-        # a continuous reward (cosine of the word distribution with the prompt's words), so it varies image to image
-        probs = logits.softmax(-1)
-        rewards = torch.stack([F.cosine_similarity(q, self._bag(p), dim=0) for q, p in zip(probs, prompts)])
-        if self.nan:
-            rewards = torch.full_like(rewards, float("nan"))
-        return SimpleNamespace(rewards=rewards, captions=captions)
+        captions = self._captions(logits.topk(self.words, dim=-1).indices)
+        return SimpleNamespace(rewards=self._rewards(logits, prompts), captions=captions)
 
     def caption_log_prob(self, pixels: torch.Tensor, texts) -> torch.Tensor:
         self.calls["caption_log_prob"] += 1
         assert pixels.dim() == 4 and pixels.shape[1] == 3, "pixels must be [B, 3, H, W]"
-        log_p = F.log_softmax(self._logits(pixels), dim=-1)
-        bags = torch.stack([self._bag(t) for t in texts]).to(log_p.device)
-        return (log_p * bags).sum(-1)
+        return self._bag_log_prob(F.log_softmax(self._logits(pixels), dim=-1), texts)
+
+    def reward_terms(self, pixels: torch.Tensor, prompts, *, max_new_tokens: int = 30, num_beams: int = 1,
+                     sampling: bool = False, seeds=None, prompt_log_prob: bool = False):
+        """``score`` + ``caption_log_prob`` (+ of the prompts) from one ``_logits`` pass, like ``CaptionReward``'s.
+
+        ``sampling``: image i's words are drawn (with replacement) from its word distribution by a generator
+        seeded with ``seeds[i]``; otherwise its top words, as ``score``. Its log-probability is that of the
+        words drawn (their bag), so it equals ``caption_log_prob`` of the caption.
+        """
+        self.calls["reward_terms"] += 1
+        assert pixels.dim() == 4 and pixels.shape[1] == 3, "pixels must be [B, 3, H, W]"
+        logits = self._logits(pixels)
+        log_p = F.log_softmax(logits, dim=-1)
+        if sampling:
+            seeds = torch.randint(0, 2**62, (len(pixels),)).tolist() if seeds is None else list(seeds)
+            assert len(seeds) == len(pixels), "one seed per image"
+            probs = log_p.detach().exp().cpu()
+            word_ids = [torch.multinomial(probs[i], self.words, replacement=True,
+                                          generator=torch.Generator().manual_seed(int(seed))) for i, seed in enumerate(seeds)]
+        else:
+            word_ids = logits.detach().cpu().topk(self.words, dim=-1).indices
+        captions = self._captions(word_ids)
+        return SimpleNamespace(rewards=self._rewards(logits, prompts), captions=captions,
+                               log_p_caption=self._bag_log_prob(log_p, captions),
+                               log_p_prompt=self._bag_log_prob(log_p, prompts) if prompt_log_prob else None)
 
 
 PROMPTS = ["a red book", "a blue cup on a table", "two small dogs", "a yellow pen", "a green cat",

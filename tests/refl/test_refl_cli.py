@@ -60,3 +60,22 @@ def test_script_runs_as_a_script():
 
 def tmp_cwd():
     return str(Path(SCRIPT).parent)  # not the repo root: the script must find the core by itself
+
+
+def test_batch_plan_derives_the_accumulation_and_names_the_numbers_when_it_cannot():
+    import pytest
+
+    from realign_diff.refl.config import ConfigError
+
+    def plan(processes, **settings):
+        return TrainConfig(base="b", prompts="p", output="o.safetensors", **settings).batch_plan(processes)
+
+    assert plan(1).accumulation == 128 and plan(8).accumulation == 16  # the paper's 128 on any process count
+    assert plan(8, train_batch_size=2, total_batch_size=64).total == 64
+    assert plan(2, gradient_accumulation_steps=3).total == 6
+    with pytest.raises(ConfigError, match=r"--total-batch-size 128 is not divisible by --train-batch-size 1 x 3 "
+                                          r"process\(es\) = 3: use --total-batch-size 126 or 129"):
+        plan(3)
+    with pytest.raises(ConfigError, match=r"--total-batch-size 64 != --train-batch-size 1 x --gradient-accumulation-steps "
+                                          r"4 x 2 process\(es\) = 8: give only one of the two"):
+        plan(2, total_batch_size=64, gradient_accumulation_steps=4)

@@ -24,6 +24,27 @@ def test_ddim_matches_diffusers_scheduler():
         assert torch.allclose(ddim.predict_x0(x, eps, index), out.pred_original_sample, atol=1e-5)
     t = torch.tensor([10, 500])
     assert torch.allclose(ddim.add_noise(x, eps, t), reference.add_noise(x, eps, t), atol=1e-6)
+    per_sample = torch.tensor([30, 49])  # one rollout step per sample, as the trainer draws them
+    stepped = ddim.step(x, eps, per_sample)
+    for row, index in enumerate(per_sample.tolist()):
+        assert torch.equal(stepped[row], ddim.step(x[row : row + 1], eps[row : row + 1], index)[0])
+
+
+def test_rollout_with_one_stop_per_sample_equals_separate_rollouts():
+    from realign_diff.refl.step import Conditioning, rollout
+
+    class Toy(nn.Module):  # a UNet-shaped callable: eps depends on x, t and the text
+        def forward(self, x, t, encoder_hidden_states):
+            t = t.float().view(-1, 1, 1, 1) / 1000
+            return type("Out", (), {"sample": 0.1 * x * (1 + t) + encoder_hidden_states.mean((1, 2)).view(-1, 1, 1, 1)})
+
+    ddim, gen = DDIM(6), torch.Generator().manual_seed(1)
+    noise, cond, uncond = torch.randn(3, 4, 2, 2, generator=gen), torch.randn(3, 5, 8, generator=gen), torch.zeros(3, 5, 8)
+    stops = torch.tensor([2, 5, 0])
+    together = rollout(Toy(), ddim, noise, Conditioning(cond, uncond, 3.0), stops)
+    for row, stop in enumerate(stops.tolist()):
+        alone = rollout(Toy(), ddim, noise[row : row + 1], Conditioning(cond[row : row + 1], uncond[row : row + 1], 3.0), stop)
+        assert torch.allclose(together[row], alone[0], atol=1e-6)
 
 
 def test_surrogate_value_is_the_hinge_and_its_gradient_the_score_function():
@@ -53,13 +74,15 @@ def test_baselines():
     assert torch.equal(RewardBaseline("batch")(cost), torch.full((2,), 2.0))
     ema = RewardBaseline("ema", decay=0.5)
     assert torch.equal(ema(cost), torch.full((2,), 2.0))  # first batch: its own mean
-    ema.update(cost)
-    ema.update(torch.tensor([4.0, 4.0]))
+    assert torch.equal(ema(cost, group_mean=2.5), torch.full((2,), 2.5))  # ... over all processes
+    ema.update(2.0)
+    assert torch.equal(ema(cost, group_mean=9.0), torch.full((2,), 2.0))  # then the running mean
+    ema.update(4.0)
     assert ema.value == pytest.approx(3.0)
     restored = RewardBaseline("ema", 0.5)
     restored.load_state_dict(ema.state_dict())
     assert torch.equal(restored(cost), ema(cost))
-    ema.update(torch.tensor([float("nan"), 1.0]))
+    ema.update(float("nan"))
     assert ema.value == pytest.approx(3.0)  # non-finite costs never reach the baseline
 
 
@@ -95,13 +118,14 @@ def test_lora_starts_as_identity_and_its_file_merges_to_the_trained_function():
     assert torch.equal(model(x), before)  # up is zero-initialised
     for adapter in lora.adapters.values():
         nn.init.normal_(adapter.up.weight)
+    assert not hasattr(model.proj, "base_layer")  # not an attention projection: never adapted
     trained = model(x)
     assert not torch.allclose(trained, before)
     state = lora.kohya_state_dict(torch.float32)
     assert set(state) == {f"{k}.{s}" for k in lora.adapters for s in ("lora_down.weight", "lora_up.weight", "alpha")}
     assert state[f"{kohya_key('block.attn1.to_q')}.alpha"].item() == 4.0
-    merged_weights = apply_kohya_lora({k: v.detach() for k, v in model.state_dict().items()}, state)
     lora.remove()
     assert torch.equal(model(x), before)
+    merged_weights = apply_kohya_lora({k: v.detach() for k, v in model.state_dict().items()}, state)
     model.load_state_dict(merged_weights)
     assert torch.allclose(model(x), trained, atol=1e-5)

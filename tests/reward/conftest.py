@@ -23,6 +23,14 @@ def blip2_t5_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def blip2_opt_untied_dirs(tmp_path_factory):
+    """(captioner_dir, text_encoder_dir): OPT captioner with its own output head, whose samples vary with the seed."""
+    from realign_testkit.blip2 import write_tiny_blip2
+
+    return write_tiny_blip2(tmp_path_factory.mktemp("blip2-opt-untied"), language_model="opt", tie_word_embeddings=False)
+
+
+@pytest.fixture(scope="session")
 def reward_opt(blip2_dirs):
     from realign_diff.reward import CaptionReward
 
@@ -39,6 +47,25 @@ def reward_t5(blip2_t5_dirs):
 @pytest.fixture(params=["opt", "t5"])
 def reward(request):
     """The caption reward with each kind of captioner (decoder-only OPT, encoder-decoder T5)."""
+    return request.getfixturevalue(f"reward_{request.param}")
+
+
+@pytest.fixture(scope="session")
+def reward_opt_untied(blip2_opt_untied_dirs):
+    from realign_diff.reward import CaptionReward
+
+    return CaptionReward.from_pretrained(*blip2_opt_untied_dirs, device="cpu")
+
+
+@pytest.fixture(params=["opt", "opt_untied", "t5"])
+def any_reward(request):
+    """``reward``, plus the untied OPT captioner (captions that differ per image and end early)."""
+    return request.getfixturevalue(f"reward_{request.param}")
+
+
+@pytest.fixture(params=["opt_untied", "t5"])
+def sampling_reward(request):
+    """Captioners whose sampled captions vary with the seed (the tied tiny OPT's hardly do)."""
     return request.getfixturevalue(f"reward_{request.param}")
 
 
