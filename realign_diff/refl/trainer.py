@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from .lora import UNetLoRA, WithLoRA
 from .metrics import MetricsLogger, NoMetrics
 from .models import BaseCheckpointError, encode_prompts, load_base
 from .processes import Processes
-from .resume import check_resumable, run_facts
+from .run_files import RunFiles
 from .scorer import check_reward_folders, check_scorer, load_caption_reward
 from .step import (DDIM, Conditioning, RewardBaseline, RewardOutput, decode_pixels, encode_images, noise_prediction_loss,
                    predict_noise, reward_surrogate, rollout)
@@ -56,7 +55,7 @@ def check_paths(config: TrainConfig) -> None:
         raise ConfigError(f"--output {output} would overwrite the base checkpoint; choose another file name")
 
 
-class ReFLTrainer:
+class ReFLTrainer(RunFiles):
     def __init__(self, config: TrainConfig, scorer=None, on_step_end: Callable[[int], None] | None = None):
         config.validate()
         check_paths(config)
@@ -89,14 +88,29 @@ class ReFLTrainer:
         self.best_step: int | None = None
         self.bad_validations = 0
         self._checkpointed_best: int | None = None
+        self.lock = saving.RunLock(self.run_dir).acquire() if self.processes.is_main else None
+        try:
+            self._open_run()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_run(self) -> None:
+        """Clean up after a killed run, resume, open the metrics: the main process writes, the others wait."""
+        c = self.config
         if self.processes.is_main:
             saving.remove_stale_temporaries(self.run_dir)
-            saving.remove_stale_temporaries(Path(config.output).parent, only_for=Path(config.output).name)
+            saving.remove_stale_temporaries(Path(c.output).parent, only_for=Path(c.output).name)
         self.processes.barrier("the clean-up of a killed run's files")
-        resumed = self._maybe_resume()
-        self.metrics = MetricsLogger(self.run_dir, config.tensorboard, resume_step=self.global_step if resumed else None) \
-            if self.processes.is_main else NoMetrics()
-        self.resumed = resumed
+        self.resumed = self._maybe_resume()
+        self.metrics = NoMetrics()
+        if self.processes.is_main:
+            self.metrics = MetricsLogger(self.run_dir, c.tensorboard, resume_step=self.global_step if self.resumed else None)
+
+    def close(self) -> None:
+        """Lets another run write to this run folder (the end of :meth:`train` does this)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _log(self, level: int, message: str, *args) -> None:
         if self.processes.is_main:
@@ -337,76 +351,6 @@ class ReFLTrainer:
         rewards = dict(self.processes.gather(scored))
         return sum(rewards[i] for i in range(len(self.val_prompts))) / len(self.val_prompts)
 
-    # --- checkpoints --------------------------------------------------------------------------------------
-
-    def _trainable_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().float().cpu() for k, v in self.trainable.state_dict().items()}
-
-    def training_state(self) -> dict:
-        state = {
-            "global_step": self.global_step,
-            "samples_seen": self.samples_seen,
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "baseline": self.baseline.state_dict(),
-            "best_reward": self.best_reward,
-            "best_step": self.best_step,
-            "bad_validations": self.bad_validations,
-            "lora": self.config.lora,
-            "config": self.config.to_json(),
-            "run": json.dumps(run_facts(self.plan)),
-        }
-        return state
-
-    def save_checkpoint(self) -> Path | None:
-        """The main process writes ``checkpoint-N``; every process waits until it is complete."""
-        path = None
-        if self.processes.is_main:
-            path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
-                                                   self.training_state(), self.config.checkpoints_total_limit)
-            self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
-            self._prune_best()
-            log.info("saved %s", path)
-        self.processes.barrier(f"the end of checkpoint-{self.global_step}")
-        return path
-
-    def _best_path(self, step: int) -> Path:
-        return self.run_dir / "best" / f"trainable-{step}.safetensors"
-
-    def _prune_best(self) -> None:
-        """Keeps the best file of ``best_step`` and the one the newest checkpoint records (they differ after a
-        better validation until the next checkpoint: a run killed in between still finds its best file on
-        resume). Files of steps past a resumed checkpoint belong to the killed run and go."""
-        keep = {self._best_path(step) for step in (self.best_step, self._checkpointed_best) if step is not None}
-        for path in (self.run_dir / "best").glob("trainable-*.safetensors"):
-            if path not in keep:
-                path.unlink(missing_ok=True)
-
-    def _maybe_resume(self) -> bool:
-        which = self.config.resume
-        if not which:
-            return False
-        path = saving.latest_checkpoint(self.run_dir) if which == "latest" else Path(which)
-        if path is None:
-            self._log(logging.INFO, "--resume latest: no checkpoint-N in %s, starting a new run", self.run_dir)
-            return False
-        tensors, state = saving.load_training_checkpoint(path)
-        for note in check_resumable(state, self.config, self.plan, path):
-            self._log(logging.WARNING, "%s", note)
-        self.trainable.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.baseline.load_state_dict(state["baseline"])
-        self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
-        self.best_reward, self.best_step, self.bad_validations = state["best_reward"], state["best_step"], state["bad_validations"]
-        self._checkpointed_best = self.best_step
-        if self.processes.is_main:
-            self._prune_best()
-        self._log(logging.INFO, "resumed from %s at step %d", path, self.global_step)
-        return True
-
     # --- the loop -----------------------------------------------------------------------------------------
 
     def summary(self) -> str:
@@ -432,13 +376,12 @@ class ReFLTrainer:
         ]
         return "\n".join(lines)
 
-    def write_settings(self) -> None:
-        settings = dict(self.config.to_dict(), run=run_facts(self.plan))
-        saving.atomic_write_text(self.run_dir / "settings.json", json.dumps(settings, indent=2, sort_keys=True))
-
     def train(self) -> TrainResult:
-        with self.processes.failures("the same training step"):
-            return self._train()
+        try:
+            with self.processes.failures("the same training step"):
+                return self._train()
+        finally:
+            self.close()  # the run is over, finished or not
 
     def _train(self) -> TrainResult:
         c = self.config
@@ -505,47 +448,6 @@ class ReFLTrainer:
                       self.global_step, self.bad_validations)
             return True
         return False
-
-    # --- output --------------------------------------------------------------------------------------------
-
-    def output_metadata(self, step: int) -> dict[str, str]:
-        c = self.config
-        meta = {
-            "realign_diff.refl.settings": c.to_json(),
-            "realign_diff.refl.base": Path(c.base).name,
-            "realign_diff.refl.step": str(step),
-            "realign_diff.refl.steps_trained": str(self.global_step),
-            "realign_diff.refl.run": json.dumps(run_facts(self.plan), sort_keys=True),
-        }
-        if self.best_reward is not None:
-            meta["realign_diff.refl.best_validation_reward"] = f"{self.best_reward:.6f}"
-        return meta
-
-    def write_output(self) -> Path:
-        c = self.config
-        step = self.global_step
-        best = self._best_path(self.best_step) if self.best_step is not None else None
-        if c.keep_best and best is not None and best.is_file():
-            from safetensors.torch import load_file
-
-            self.trainable.load_state_dict({k: v.to(self.device) for k, v in load_file(str(best)).items()})
-            step = self.best_step
-            log.info("writing the best weights (step %d, validation reward %.4f)", step, self.best_reward)
-        elif c.keep_best and best is not None:
-            log.warning("the best weights (step %d) are not in %s any more: writing the last ones (step %d)",
-                        self.best_step, best.parent, step)
-        dtype = saving.DTYPES[c.save_dtype]
-        meta = self.output_metadata(step)
-        if self.lora is not None:
-            meta.update({"ss_network_module": "networks.lora", "ss_network_dim": str(c.lora),
-                         "ss_network_alpha": str(c.resolved_lora_alpha()), "ss_base_model_version": "sd_v1"})
-            path = saving.atomic_save_safetensors(self.lora.kohya_state_dict(dtype), c.output, meta)
-        else:
-            tensors = saving.unet_to_checkpoint_tensors(self.unet.state_dict(), self.unet_config, dtype)
-            path = saving.write_checkpoint_with_unet(c.base, c.output, tensors, meta)
-        log.info("wrote %s", path)
-        return path
-
 
 def _progress(enabled: bool, total: int, initial: int):
     if not enabled:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -245,3 +246,43 @@ def test_a_best_found_after_the_last_checkpoint_of_a_killed_run_does_not_leak_in
     written = load_file(str(out))
     assert all(torch.equal(written[k], v) for k, v in expected.items())
     assert saving.read_metadata(out)["realign_diff.refl.step"] == "2"
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(tmp_path, tiny_base, prompts_file):
+    config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1)
+    first = ReFLTrainer(config, ToyCaptionScorer())
+    with pytest.raises(ConfigError, match=rf"another training run \(process {os.getpid()}\) is writing to .*o-run"):
+        ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), ToyCaptionScorer())
+    first.train()  # the first one ends, and the folder is free again
+    train(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=2, resume="latest",
+                      checkpointing_steps=1), ToyCaptionScorer())
+
+
+def test_resume_on_another_process_count_says_what_changes():
+    from realign_diff.refl.config import TrainConfig
+    from realign_diff.refl.resume import check_resumable, run_facts
+
+    config = TrainConfig(base="b", prompts="p", output="o.safetensors", train_batch_size=2, total_batch_size=8)
+    state = {"samples_seen": 16, "config": config.to_json(), "run": json.dumps(run_facts(config.batch_plan(2)))}
+    assert check_resumable(state, config, config.batch_plan(2), "ckpt") == []
+    notes = check_resumable(state, config, config.batch_plan(4), "ckpt")
+    assert len(notes) == 1 and "resuming a run of 2 process(es) x 2 per micro-batch on 4 x 2" in notes[0]
+    assert "effective batch stays 8" in notes[0] and "not bit-identical" in notes[0]
+
+
+def test_sampled_captions_are_drawn_per_sample_and_step(tmp_path, tiny_base, prompts_file):
+    class Recording(ToyCaptionScorer):
+        def reward_terms(self, pixels, prompts, **kwargs):
+            self.seen = kwargs
+            return super().reward_terms(pixels, prompts, **kwargs)
+
+    config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", caption_sampling=True)
+    trainer = ReFLTrainer(config, Recording())
+    first = trainer.reward_step(["a red book", "two small dogs"], samples=[4, 5], step=2)
+    seeds = trainer.scorer.seen["seeds"]
+    assert trainer.scorer.seen["sampling"] is True and len(set(seeds)) == 2
+    # the second sample alone, as another process would draw it: the same seed, the same caption
+    alone = trainer.reward_step(["two small dogs"], samples=[5], step=2)
+    assert trainer.scorer.seen["seeds"] == seeds[1:] and alone.captions == first.captions[1:]
+    trainer.reward_step(["two small dogs"], samples=[5], step=3)
+    assert trainer.scorer.seen["seeds"] != seeds[1:]  # the next step draws anew
