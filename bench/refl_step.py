@@ -160,10 +160,7 @@ def reward_pass_comparison(scorer, device: torch.device, args) -> None:
     print(f"reward pass of a micro-step: device {device}, reward {args.reward}, {args.reward_batch} image(s) of "
           f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, {args.repeats} rounds (median)")
     print(f"{'variant':44s} {'ViT passes':>10s} {'time s':>8s} {'peak MiB':>9s}")
-    if args.verbose:
-        for k in variants:
-            print(k, ["%.3f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
-    med = {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in variants}
+    med = _medians(times, peaks, args.verbose)
     for (name, prompt_term, sampling), (t, m) in med.items():
         label = ("before: score + caption_log_prob" if name == "before" else
                  f"after: reward_terms ({'sampled' if sampling else 'greedy'})") + (" + prompt" if prompt_term else "")
@@ -174,6 +171,14 @@ def reward_pass_comparison(scorer, device: torch.device, args) -> None:
             ta, ma = med[("after", prompt_term, sampling)]
             print(f"after ({'sampled' if sampling else 'greedy'}) / before, {'with' if prompt_term else 'without'} the "
                   f"prompt term: time x{ta / tb:.2f}, peak memory x{ma / max(mb, 1e-9):.2f}")
+
+
+def _medians(times: dict, peaks: dict, verbose: bool) -> dict:
+    """variant -> (median seconds, median peak MiB); every round's numbers printed first when ``verbose``."""
+    if verbose:
+        for k in times:
+            print(k, ["%.3f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
+    return {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in times}
 
 
 def _device(name: str) -> torch.device:
@@ -255,10 +260,7 @@ def main() -> None:
           f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
           f"guidance {args.guidance_scale}, reward {args.reward}, batch 1, {args.repeats} rounds (median)")
     print(f"{'variant':34s} {'time s':>8s} {'peak MiB':>9s}")
-    if args.verbose:
-        for k in variants:
-            print(k, ["%.2f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
-    med = {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in variants}
+    med = _medians(times, peaks, args.verbose)
     for (name, ckpt), (t, m) in med.items():
         print(f"{name + (' + grad checkpointing' if ckpt else ''):34s} {t:8.2f} {m:9.1f}")
     for ckpt in (False, True):

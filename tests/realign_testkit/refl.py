@@ -140,3 +140,15 @@ def write_tiny_sd1_checkpoint(path: str | Path, seed: int = 0, dtype: torch.dtyp
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(ldm_state_dict(unet, vae, text_encoder, dtype), str(path))
     return path
+
+
+def assert_same_run(expected_output: Path, got_output: Path, expected_run_dir: Path, got_run_dir: Path) -> None:
+    """Two runs that must be one: bit-identical output files and the same metrics.csv (timing column aside)."""
+    from safetensors.torch import load_file
+
+    expected, got = load_file(str(expected_output)), load_file(str(got_output))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    strip = lambda path: [row.rsplit(",", 1)[0] for row in (path / "metrics.csv").read_text().splitlines()]
+    assert strip(got_run_dir) == strip(expected_run_dir)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from realign_diff.refl import saving
+from realign_testkit.refl import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
@@ -67,12 +67,7 @@ def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / f'checkpoint-{steps[-1]}'} at step {steps[-1]}" in resumed.stderr
     assert not stale.exists() and not stale_output.exists()
-    expected, got = load_file(str(tmp_path / "a.safetensors")), load_file(str(output))
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert torch.equal(expected[key], got[key]), key
-    strip = lambda path: [row.rsplit(",", 1)[0] for row in path.read_text().splitlines()]  # drop the timing column
-    assert strip(run_dir / "metrics.csv") == strip(tmp_path / "a-run" / "metrics.csv")
+    assert_same_run(tmp_path / "a.safetensors", output, tmp_path / "a-run", run_dir)
 
 
 @pytest.mark.parametrize("killed_between_renames", [True, False])

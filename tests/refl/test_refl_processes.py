@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from realign_diff.refl import saving
+from realign_testkit.refl import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 3
@@ -147,12 +148,7 @@ def test_a_killed_worker_ends_the_run_and_resume_is_exact(two_process_run, tiny_
 
     resumed = _run(2, [*args, "--resume", "latest"])
     assert "resumed from" in resumed
-    expected, got = load_file(str(root / "out.safetensors")), load_file(str(output))
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert torch.equal(expected[key], got[key]), key
-    strip = lambda path: [row.rsplit(",", 1)[0] for row in path.read_text().splitlines()]  # drop the timing column
-    assert strip(run_dir / "metrics.csv") == strip(root / "out-run" / "metrics.csv")
+    assert_same_run(root / "out.safetensors", output, root / "out-run", run_dir)
 
 
 def test_lora_on_two_processes_equals_one_process(tmp_path, tiny_base, blip2_dirs):
