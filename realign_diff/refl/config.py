@@ -160,6 +160,9 @@ class TrainConfig:
                 f"--total-batch-size {total} != --train-batch-size {batch} x --gradient-accumulation-steps "
                 f"{accumulation} x {processes} process(es) = {accumulation * per_micro_step}: give only one of the two"
             )
+        if self.baseline == "batch" and per_micro_step < 2:
+            raise ConfigError("--baseline batch needs at least 2 prompts per micro-step over all processes (with one "
+                              "image its advantage is always 0): raise --train-batch-size, or use --baseline ema")
         return BatchPlan(batch, accumulation, processes)
 
     def resolved_run_dir(self) -> Path:
@@ -203,8 +206,6 @@ class TrainConfig:
             raise ConfigError("--validation-split must be in [0, 1)")
         if self.lora < 0:
             raise ConfigError("--lora must be 0 (full fine-tuning) or a positive rank")
-        if self.baseline == "batch" and self.train_batch_size < 2:
-            raise ConfigError("--baseline batch needs --train-batch-size >= 2 (with one image its advantage is always 0)")
 
 
 def _groups() -> dict[str, str]:

@@ -79,3 +79,6 @@ def test_batch_plan_derives_the_accumulation_and_names_the_numbers_when_it_canno
     with pytest.raises(ConfigError, match=r"--total-batch-size 64 != --train-batch-size 1 x --gradient-accumulation-steps "
                                           r"4 x 2 process\(es\) = 8: give only one of the two"):
         plan(2, total_batch_size=64, gradient_accumulation_steps=4)
+    assert plan(2, baseline="batch").per_micro_step == 2  # one prompt on each of 2 processes: a group of 2
+    with pytest.raises(ConfigError, match="--baseline batch needs at least 2 prompts per micro-step over all processes"):
+        plan(1, baseline="batch")
