@@ -34,8 +34,9 @@ class Processes:
         from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        # broadcast_buffers off: the UNet trains no buffer, so DDP need not send them at every forward
         handlers = [InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
-                    DistributedDataParallelKwargs(find_unused_parameters=False)]
+                    DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)]
         # mixed precision stays the trainer's (--mixed-precision): the rollout runs on the plain UNet and the
         # frozen models' dtypes follow it, which Accelerate's model wrapper would not know about
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=handlers)
