@@ -141,6 +141,7 @@ def test_a_killed_worker_ends_the_run_and_resume_is_exact(two_process_run, tiny_
     killed_at = time.time()
     os.kill(workers[1], signal.SIGKILL)
     out, _ = launcher.communicate(timeout=120)  # never a hang: the launcher ends the survivor
+    print(f"\n[timing] the launcher exited {time.time() - killed_at:.1f} s after the kill")
     assert launcher.returncode != 0
     assert time.time() - killed_at < 60
     assert "rank" in out and "1" in out and "-9" in out  # torchrun names the failed rank and its signal
@@ -189,6 +190,7 @@ def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout(tmp_path, 
                 os.kill(pid, signal.SIGKILL)
         if launcher.poll() is None:
             launcher.kill()
+    print(f"\n[timing] the launcher exited {time.time() - stopped_at:.1f} s after the worker stopped answering")
     assert launcher.returncode != 0
     assert time.time() - stopped_at < 120
     assert "error: process 0 of 2: the other processes did not reach" in out
