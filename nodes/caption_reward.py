@@ -25,7 +25,7 @@ def _choices(preferred: set[str]) -> list[str]:
     from .model_folders import find_model_dir, list_model_dirs
 
     try:
-        names = list_model_dirs(FOLDER)
+        names = list_model_dirs(FOLDER, report_skipped=True)
     except (ImportError, KeyError):  # outside ComfyUI
         names = []
     if not names:

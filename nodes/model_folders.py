@@ -6,7 +6,10 @@ appends: paths a user set in ``extra_model_paths.yaml`` stay first.
 
 from __future__ import annotations
 
+import logging
 import os
+
+log = logging.getLogger("RealignDiff")
 
 # folder name -> file extensions listed in the UI (empty: folders, listed by the node itself)
 FOLDERS: dict[str, set[str]] = {
@@ -41,16 +44,34 @@ def folder_paths_for(name: str) -> list[str]:
     return folder_paths.get_folder_paths(name)
 
 
-def list_model_dirs(name: str, marker: str = "config.json") -> list[str]:
-    """Sub-folders (one level deep) of a registered folder that hold ``marker``: Hugging Face model folders."""
-    found = set()
+def list_model_dirs(name: str, marker: str = "config.json", report_skipped: bool = False) -> list[str]:
+    """Sub-folders (one level deep) of a registered folder that hold ``marker``: Hugging Face model folders.
+
+    ``report_skipped``: log the sub-folders without ``marker`` (once per distinct set, not on every UI refresh).
+    """
+    found, skipped = set(), set()
     for root in folder_paths_for(name):
         if not os.path.isdir(root):
             continue
         for entry in sorted(os.listdir(root)):
-            if os.path.isfile(os.path.join(root, entry, marker)):
+            path = os.path.join(root, entry)
+            if os.path.isfile(os.path.join(path, marker)):
                 found.add(entry)
+            elif report_skipped and os.path.isdir(path) and not entry.startswith("."):
+                skipped.add(path)
+    if skipped:
+        _report_skipped(name, marker, frozenset(skipped))
     return sorted(found)
+
+
+_reported: set[tuple[str, frozenset[str]]] = set()
+
+
+def _report_skipped(name: str, marker: str, skipped: frozenset[str]) -> None:
+    if (name, skipped) in _reported:
+        return
+    _reported.add((name, skipped))
+    log.warning("[RealignDiff] models/%s: skipped %s (no %s: an incomplete download?)", name, ", ".join(sorted(skipped)), marker)
 
 
 def find_model_dir(name: str, entry: str) -> str | None:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+
+from ..checkpoint_file import ModelSource
 
 # file name, size, where to get it
 GROUNDING_DINO_FILES = {
@@ -23,6 +26,12 @@ SAM_FILES = {
     "vit_l": ("sam_vit_l_0b3195.pth", "1.25 GB", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"),
     "vit_h": ("sam_vit_h_4b8939.pth", "2.56 GB", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"),
 }
+GROUNDING_DINO_SOURCE = ModelSource(
+    "GroundingDINO checkpoint",
+    "grounding-dino",
+    f"{GROUNDING_DINO_FILES['swint_ogc'][2]} (SwinB: {GROUNDING_DINO_FILES['swinb'][2]})",
+)
+SAM_SOURCE = ModelSource("SAM checkpoint", "sams", SAM_FILES["vit_b"][2] + " (vit_l, vit_h: same place)")
 
 # key prefixes that identify a model family, and the folder it belongs in
 _FAMILIES = (
@@ -36,6 +45,14 @@ _FAMILIES = (
 def missing_file_message(what: str, path: str, folder: str, files: str, source: str) -> str:
     return (
         f"{what} not found: {path}. Put {files} in ComfyUI's models/{folder} folder. Get it from: {source}"
+    )
+
+
+def wrong_checkpoint_message(path: str, keys, expected: ModelSource, files: str) -> str:
+    """The one 'this file is another model' message: what it looks like, where it belongs, what goes here."""
+    return (
+        f"{os.path.basename(path)} is not a {expected.what}: it looks like {describe_checkpoint(keys)}. "
+        f"Put {files} in ComfyUI's models/{expected.folder} folder. Get it from: {expected.source}"
     )
 
 

@@ -29,7 +29,13 @@ from torch import nn
 
 from ..compat.torchvision_ops import nms
 from ..checkpoint_file import read_state_dict
-from .grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, describe_checkpoint, missing_file_message
+from .grounded_sam_io import (
+    BERT_SOURCE,
+    GROUNDING_DINO_FILES,
+    GROUNDING_DINO_SOURCE,
+    missing_file_message,
+    wrong_checkpoint_message,
+)
 from .grounding_compat import constructing_with, import_groundingdino
 from .imagenet import imagenet_normalize
 
@@ -316,17 +322,14 @@ def load_grounding_dino(
                 checkpoint_path,
                 "grounding-dino",
                 f"{GROUNDING_DINO_FILES['swint_ogc'][0]} (or {GROUNDING_DINO_FILES['swinb'][0]})",
-                f"{GROUNDING_DINO_FILES['swint_ogc'][2]} (SwinB: {GROUNDING_DINO_FILES['swinb'][2]})",
+                GROUNDING_DINO_SOURCE.source,
             )
         )
     tokenizer, bert_config = _read_bert_folder(bert_dir)
-    state = read_state_dict(checkpoint_path)
+    state = read_state_dict(checkpoint_path, GROUNDING_DINO_SOURCE)
     if not all(any(k.startswith(p) for k in state) for p in ("backbone.0.", "transformer.", "feat_map.")):
-        raise ValueError(
-            f"{os.path.basename(checkpoint_path)} is not a GroundingDINO checkpoint: it looks like "
-            f"{describe_checkpoint(state)}. Expected {GROUNDING_DINO_FILES['swint_ogc'][0]} or "
-            f"{GROUNDING_DINO_FILES['swinb'][0]} (keys backbone.0.*, transformer.*, bert.*, feat_map.*)."
-        )
+        files = f"{GROUNDING_DINO_FILES['swint_ogc'][0]} (or {GROUNDING_DINO_FILES['swinb'][0]})"
+        raise ValueError(wrong_checkpoint_message(checkpoint_path, state, GROUNDING_DINO_SOURCE, files))
     if isinstance(config, str):
         if config == "auto":
             config = infer_config(state)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint_file
+from .grounded_sam_io import missing_file_message, wrong_checkpoint_message
 from .imagenet import imagenet_normalize
 from .ram_head import TaggingHead, TaggingHeadConfig, reweight_label_embeddings
 from .swin import SWIN_B_224, SWIN_B_384, SWIN_L_224, SWIN_L_384, SwinConfig, SwinTransformer
@@ -44,6 +45,8 @@ TAG_LIST_URL = "https://github.com/xinyu1205/recognize-anything/raw/main/ram/dat
 THRESHOLDS_URL = "https://github.com/xinyu1205/recognize-anything/raw/main/ram/data/ram_tag_list_threshold.txt"
 RAM_URL = "https://huggingface.co/xinyu1205/recognize_anything_model/blob/main/ram_swin_large_14m.pth"
 RAM_PLUS_URL = "https://huggingface.co/xinyu1205/recognize-anything-plus-model/blob/main/ram_plus_swin_large_14m.pth"
+RAM_FILES = "ram_plus_swin_large_14m.pth (RAM++) or ram_swin_large_14m.pth (RAM)"
+RAM_SOURCE = checkpoint_file.ModelSource("RAM / RAM++ checkpoint", MODEL_FOLDER, f"{RAM_PLUS_URL} (RAM++) or {RAM_URL} (RAM)")
 
 DEFAULT_THRESHOLD = 0.68  # the official RAM / RAM++ default class threshold (before the per-class file)
 REWEIGHT_SCALE_INIT = math.log(1 / 0.07)  # RAM++ reweight_scale as the official model initializes it
@@ -298,8 +301,11 @@ def read_thresholds(path: str, count: int | None = None) -> torch.Tensor:
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """The state dict of a RAM checkpoint: ``.pth`` (under ``"model"``) or ``.safetensors``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"RAM checkpoint not found: {path}")
-    return checkpoint_file.read_state_dict(path)
+        raise FileNotFoundError(missing_file_message(RAM_SOURCE.what, path, MODEL_FOLDER, RAM_FILES, RAM_SOURCE.source))
+    state = checkpoint_file.read_state_dict(path, RAM_SOURCE)
+    if not any(key.startswith("label_embed") for key in state):
+        raise ValueError(wrong_checkpoint_message(path, state, RAM_SOURCE, RAM_FILES))
+    return state
 
 
 # ---- state dict -> config ---------------------------------------------------------------------------
@@ -424,6 +430,7 @@ def load_ram(
     """
     checkpoint_path = os.fspath(checkpoint_path)
     folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    state = normalize_keys(read_state_dict(checkpoint_path))  # first: a wrong file is told before its tag list
     tag_names = read_tag_list(os.fspath(tag_list_path) if tag_list_path else os.path.join(folder, TAG_LIST_FILE))
     if thresholds_path is not None:
         thresholds = read_thresholds(os.fspath(thresholds_path), len(tag_names))
@@ -436,7 +443,6 @@ def load_ram(
         )
         thresholds = None
 
-    state = normalize_keys(read_state_dict(checkpoint_path))
     config = config_from_state_dict(state, len(tag_names), variant)
     with torch.device("meta"):
         tagger = RamTagger(config, tag_names, thresholds)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..compat.torchvision_ops import ensure_torchvision_importable
 from ..checkpoint_file import read_state_dict
-from .grounded_sam_io import SAM_FILES, describe_checkpoint, missing_file_message
+from .grounded_sam_io import SAM_FILES, SAM_SOURCE, missing_file_message, wrong_checkpoint_message
 
 
 @dataclass(frozen=True)
@@ -163,17 +163,14 @@ def load_sam(
     if not os.path.isfile(checkpoint_path):
         files = ", ".join(f for f, _, _ in SAM_FILES.values())
         raise FileNotFoundError(
-            missing_file_message("SAM checkpoint", checkpoint_path, "sams", f"one of {files}", SAM_FILES["vit_b"][2] + " (vit_l, vit_h: same place)")
+            missing_file_message(SAM_SOURCE.what, checkpoint_path, SAM_SOURCE.folder, f"one of {files}", SAM_SOURCE.source)
         )
     if model_type not in ("auto", *SAM_CONFIGS):
         raise ValueError(f"unknown SAM model type {model_type!r}: use 'auto', 'vit_b', 'vit_l' or 'vit_h'")
-    state = read_state_dict(checkpoint_path)
+    state = read_state_dict(checkpoint_path, SAM_SOURCE)
     if not all(any(k.startswith(p) for k in state) for p in ("image_encoder.", "prompt_encoder.", "mask_decoder.")):
-        raise ValueError(
-            f"{os.path.basename(checkpoint_path)} is not a SAM checkpoint: it looks like {describe_checkpoint(state)}. "
-            f"Expected {SAM_FILES['vit_b'][0]}, {SAM_FILES['vit_l'][0]} or {SAM_FILES['vit_h'][0]} "
-            "(keys image_encoder.*, prompt_encoder.*, mask_decoder.*)."
-        )
+        files = f"{SAM_FILES['vit_b'][0]}, {SAM_FILES['vit_l'][0]} or {SAM_FILES['vit_h'][0]}"
+        raise ValueError(wrong_checkpoint_message(checkpoint_path, state, SAM_SOURCE, files))
     config = infer_sam_config(state)
     detected = model_type_of(config)
     if model_type != "auto" and detected != model_type:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checkpoint_file import LFS_POINTER, file_problem
+
 CAPTIONER_SOURCES = "https://huggingface.co/Salesforce/blip2-opt-2.7b (or Salesforce/blip2-flan-t5-xl, blip2-opt-6.7b, ...)"
 TEXT_ENCODER_SOURCES = "https://huggingface.co/Salesforce/blip2-itm-vit-g"
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+# Salesforce's BLIP-2 repositories, to name the one a folder of that name came from
+HUB_REPOS = ("blip2-opt-2.7b", "blip2-opt-6.7b", "blip2-opt-2.7b-coco", "blip2-opt-6.7b-coco", "blip2-flan-t5-xl",
+             "blip2-flan-t5-xxl", "blip2-flan-t5-xl-coco", "blip2-itm-vit-g", "blip2-itm-vit-g-coco")
 
 CAPTIONER_ARCHS = {"Blip2ForConditionalGeneration"}
 TEXT_ENCODER_ARCHS = {"Blip2ForImageTextRetrieval", "Blip2TextModelWithProjection"}
@@ -93,4 +99,45 @@ def check_blip2_dir(folder: str | Path, kind: str) -> Path:
         missing.append("image processor (" + " / ".join(IMAGE_PROCESSOR_FILES) + ")")
     if missing:
         raise Blip2FolderError(f"{path} is an incomplete {what} folder: missing {'; '.join(missing)}. {get}")
+    broken = _broken_files(path)
+    if broken:
+        raise Blip2FolderError(f"{path} holds broken model files: {'; '.join(broken)}. {redownload_hint(path, kind)}")
     return path
+
+
+def redownload_hint(path: Path, kind: str) -> str:
+    return f"If the folder is a git clone, run `git lfs pull` in {path}; otherwise download it again: {download_command(path, kind)}"
+
+
+def download_command(path: Path, kind: str) -> str:
+    repo = "Salesforce/" + (path.name if path.name in HUB_REPOS else _describe(kind)[2])
+    return f"huggingface-cli download {repo} --local-dir {path}"
+
+
+def _broken_files(path: Path) -> list[str]:
+    """'<file> is <problem>' for each weight file (or shard) that is missing or visibly broken, and each other
+    file left as a git-lfs pointer (a clone made without git-lfs)."""
+    weights, broken = _weight_files(path)
+    for file in weights:
+        problem = file_problem(file) if file.is_file() else "missing (listed in the index)"
+        if problem:
+            broken.append(f"{file.name} is {problem}")
+    for file in sorted(path.iterdir()):
+        if file not in weights and file.is_file() and file.stat().st_size < 1024 and file.read_bytes().startswith(LFS_POINTER):
+            broken.append(f"{file.name} is a git-lfs pointer file, not the file itself")
+    return broken
+
+
+def _weight_files(path: Path) -> tuple[list[Path], list[str]]:
+    """The weight files a folder uses (shards from the index files), and problems with the index files."""
+    files, broken = [path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()], []
+    for index in (path / "model.safetensors.index.json", path / "pytorch_model.bin.index.json"):
+        if not index.is_file():
+            continue
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            broken.append(f"{index.name} is not a valid weights index (JSON with a weight_map)")
+            continue
+        files += [path / shard for shard in shards]
+    return files, broken

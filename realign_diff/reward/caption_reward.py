@@ -16,6 +16,7 @@ log-probability of any text.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .blip2_files import Blip2FolderError, check_blip2_dir
+from ..checkpoint_file import code_problem, pickled_code
+from .blip2_files import Blip2FolderError, check_blip2_dir, download_command, redownload_hint
 from .image_prep import ImageStats, preprocess, to_bchw
 from .prompts import match_prompts
 
@@ -109,6 +111,9 @@ def _quiet_transformers():
 
 
 def _load_weights(model_class, folder: Path, dtype: torch.dtype, what: str, text_tower: bool = False):
+    from safetensors import SafetensorError
+
+    kind = "text_encoder" if text_tower else "captioner"
     try:
         kwargs = {}
         if text_tower:
@@ -120,8 +125,13 @@ def _load_weights(model_class, folder: Path, dtype: torch.dtype, what: str, text
             config.qformer_config.use_qformer_text_input = True
             kwargs["config"] = config
         model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
-        raise Blip2FolderError(f"Could not load the {what} from {folder}: {error}") from error
+    except pickle.UnpicklingError as error:  # torch's own text suggests weights_only=False: not passed on
+        code, name = pickled_code(error), f"A .bin weights file in {folder}"
+        if code is None:
+            raise Blip2FolderError(f"{name} is damaged. {redownload_hint(folder, kind)}") from None
+        raise Blip2FolderError(f"{code_problem(name, code)} Get the official weights: {download_command(folder, kind)}") from None
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
+        raise Blip2FolderError(f"Could not load the {what} from {folder}: {error}. {redownload_hint(folder, kind)}") from error
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

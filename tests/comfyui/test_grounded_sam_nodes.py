@@ -105,3 +105,18 @@ def test_missing_files_name_the_folder_to_fill(comfyui, tiny_models):
         loader.load(tiny_models["grounding_dino"], "no-such-bert", "auto")
     with pytest.raises(FileNotFoundError, match="models/sams"):
         comfyui.nodes.NODE_CLASS_MAPPINGS[SAM_LOADER]().load("sam_vit_b_01ec64.pth", "auto")
+
+
+def test_a_broken_checkpoint_fails_the_prompt_with_the_file_and_the_fix(comfyui, tiny_models):
+    from realign_testkit.comfyui import ExecutionFailed
+
+    broken = comfyui.models_dir / "sams" / "sam_vit_b_01ec64.pth"
+    broken.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:ec2df62732614e57\nsize 375042383\n")
+    try:
+        with pytest.raises(ExecutionFailed) as caught:
+            comfyui.run(_prompt({**tiny_models, "sam": broken.name}, 0.0))
+    finally:
+        broken.unlink()
+    message = str(caught.value)
+    assert "ModelFileError: sam_vit_b_01ec64.pth is not a readable model file: it is a git-lfs pointer file" in message
+    assert "models/sams" in message and "dl.fbaipublicfiles.com/segment_anything" in message
