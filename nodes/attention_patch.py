@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..realign_diff.attention import SCHEDULES
-from ..realign_diff.guidance import GuidedObject, RealignGuidance, guidance_list
+from ..realign_diff.guidance import GuidedObject, RealignGuidance, guidance_list, mask_problem
 from ..realign_diff.patch_plan import CONDITIONING_MODES, plan_patch
 from ..realign_diff.realign_patch import RealignReplace
 from ..realign_diff.tokens import PUNCTUATION_MARKS, split_words
@@ -195,11 +195,8 @@ def guidance_from_mask(mask, caption, tag, score, prompt, guidance=None) -> list
     if not tag:
         raise ValueError("Give the object a caption (e.g. 'a yellow pen') or a tag (e.g. 'pen').")
     mask = _mask_2d(mask, f"object {tag!r}")
-    if not (mask > 0.5).any():
-        raise ValueError(
-            f"The mask for {tag!r} is empty. Paint it in the Load Image node's mask editor (right-click > Open in "
-            "MaskEditor) or feed a non-empty MASK."
-        )
+    if (problem := mask_problem(mask, tag)) is not None:
+        raise ValueError(problem)
     prompt = prompt.strip()
     entries = guidance_list(guidance) if guidance is not None else [RealignGuidance(prompt, mask.shape[1], mask.shape[0])]
     out = []

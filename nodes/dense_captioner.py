@@ -30,8 +30,9 @@ class LocalDenseCaptioner:
         "Every object's mask, all images in order, [N, H, W] at the image's size (one empty mask when nothing "
         "was found).",
         "The images with each object's mask, box and 'tag score (confidence)' drawn, and what produced the scores.",
-        "The guidance as JSON: per image the objects, every tag with its origin, score, caption and whether it was "
-        "found, and the scorer's source and status (including why an LLM answer was not used).",
+        "The guidance as JSON: first its warnings (an LLM answer not used and why, an LLM caption replaced by the "
+        "offline one), then per image the objects, every tag with its origin, score, caption and whether it was "
+        "found, and the scorer's source and status.",
     )
 
     @classmethod
@@ -40,7 +41,7 @@ class LocalDenseCaptioner:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The coarse image(s). A batch gives one guidance per image."}),
                 "prompt": ("STRING", {"multiline": True, "default": "",
-                                      "tooltip": "The prompt the image was generated from (the positive prompt)."}),
+                                      "tooltip": "The prompt the image was generated from (the positive prompt). Required: the second pass is sampled from it."}),
                 "ram": (RAM, {"tooltip": "The RAM / RAM++ tagger, from the RAM Loader node."}),
                 "grounding_dino": (GROUNDING_DINO, {"tooltip": "GroundingDINO, from its loader node: boxes per tag."}),
                 "sam": (SAM, {"tooltip": "Segment Anything, from its loader node: a mask per box."}),
@@ -99,9 +100,10 @@ class LocalDenseCaptioner:
             progress_steps,
         )
         from ..realign_diff.captioner.preview import draw_batch
-        from . import comfy_runtime
+        from ..realign_diff.guidance import require_prompt
         from .ram import parse_tag_names, parse_threshold_overrides
 
+        require_prompt(prompt, "Local Dense Captioner's prompt input")  # before any model is loaded
         settings = CaptionerSettings(
             ram_threshold=ram_threshold if ram_threshold > 0 else None,
             ram_threshold_overrides=parse_threshold_overrides(ram_threshold_overrides),
@@ -113,6 +115,10 @@ class LocalDenseCaptioner:
             add_prompt_objects=add_prompt_objects,
         )
         tag_scorer = build_scorer(scorer, llm_model, llm_base_url)
+        import comfy.model_management as mm  # ComfyUI from here on: the checks above run without it
+
+        from . import comfy_runtime
+
         step = comfy_runtime.progress(progress_steps(image.shape[0]))
         tagger, detector, segmenter = comfy_runtime.load_all(ram, grounding_dino, sam)
         results = caption_images(
@@ -124,6 +130,7 @@ class LocalDenseCaptioner:
             segmenter=segmenter,
             settings=settings,
             on_step=step,
+            check_cancel=mm.throw_exception_if_processing_interrupted,  # checked often: no progress-bar message each time
         )
         guidances = [r.guidance for r in results]
         return (guidances, masks_batch(results), draw_batch(image, guidances), guidance_json(results))

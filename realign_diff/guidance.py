@@ -12,6 +12,35 @@ from dataclasses import dataclass, field
 import torch
 
 VALID_SCORES = (0.0, 0.5, 2.0)
+MASK_THRESHOLD = 0.5  # the patch counts a pixel as inside the object when its mask value is above this
+
+
+EMPTY_PROMPT = (
+    "The prompt is empty: the second pass would be sampled from an empty prompt. Write the prompt the coarse image "
+    "was generated from (its positive prompt) in the {where}."
+)
+
+
+def require_prompt(prompt: str, where: str) -> str:
+    """The prompt, stripped; a clear error naming the node to fill when it is empty or whitespace."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(EMPTY_PROMPT.format(where=where))
+    return prompt.strip()
+
+
+def mask_problem(mask: torch.Tensor, tag: str) -> str | None:
+    """Why the patch would see no pixel of this mask (empty, or painted too faint), with the fix; None if usable."""
+    peak = float(mask.max()) if mask.numel() else 0.0
+    if peak > MASK_THRESHOLD:
+        return None
+    paint = "Paint it in the Load Image node's mask editor (right-click > Open in MaskEditor)"
+    if peak <= 0:
+        return f"The mask for {tag!r} is empty. {paint} or feed a non-empty MASK."
+    return (
+        f"The mask for {tag!r} is too faint: its largest value is {peak:.2f}, and the patch counts only pixels above "
+        f"{MASK_THRESHOLD:g}. {paint} at full opacity and hardness, or threshold it (a ThresholdMask node with a value "
+        f"below {peak:.2f})."
+    )
 
 
 @dataclass
@@ -32,7 +61,7 @@ class GuidedObject:
     @property
     def mask_area(self) -> float:
         """Fraction of the image the mask covers."""
-        return float((self.mask > 0.5).float().mean()) if self.mask.numel() else 0.0
+        return float((self.mask > MASK_THRESHOLD).float().mean()) if self.mask.numel() else 0.0
 
 
 @dataclass

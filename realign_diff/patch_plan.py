@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .guidance import RealignGuidance
+from .guidance import RealignGuidance, mask_problem, require_prompt
 from .realign_patch import PatchObject
 from .tokens import ObjectTokens, TokenizeWord, conditioning_text, locate_object, split_words, tag_variants
 
@@ -63,6 +63,17 @@ def _shared_prompt(guidances: Sequence[RealignGuidance]) -> str:
     return prompts.pop()
 
 
+def _sampling_notes(guidances: Sequence[RealignGuidance]) -> list[str]:
+    """What sampling must match (the warnings it would otherwise log only on the console, mid-sampling)."""
+    sizes = {(g.width, g.height) for g in guidances}
+    notes = [f"masks are {w}x{h}: sample a latent of that aspect ratio (e.g. {w}x{h} pixels, latent {w // 8}x{h // 8}), "
+             "or they are stretched to fit" for w, h in sorted(sizes)]
+    if len(guidances) > 1:
+        notes.append(f"guidance for {len(guidances)} images: sample a batch of {len(guidances)} latents; another batch "
+                     "size reuses the guidance in turn")
+    return notes
+
+
 def plan_patch(
     guidances: Sequence[RealignGuidance],
     tokenize_text: TokenizeText,
@@ -75,14 +86,15 @@ def plan_patch(
         raise ValueError(f"unknown conditioning mode {mode!r}; expected one of {CONDITIONING_MODES}")
     if not guidances:
         raise ValueError("The guidance is empty: it needs one entry per image (an entry may have no objects).")
-    prompt = _shared_prompt(guidances)
-    notes = []
+    prompt = require_prompt(_shared_prompt(guidances), "Local Dense Captioner (or the first Realign Guidance From Mask)")
+    notes = _sampling_notes(guidances)
     usable = []
     for index, guidance in enumerate(guidances):
         kept = []
         for obj in guidance.objects:
-            if not (obj.mask > 0.5).any():
-                notes.append(f"{obj.tag!r} (image {index}) has an empty mask: skipped")
+            if (problem := mask_problem(obj.mask, obj.tag)) is not None:
+                kind = "an empty" if float(obj.mask.max()) <= 0 else "a faint"
+                notes.append(f"{obj.tag!r} (image {index}) has {kind} mask: skipped. {problem}")
                 continue
             kept.append(obj)
         usable.append(kept)

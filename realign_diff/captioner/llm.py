@@ -18,9 +18,12 @@ Configuration (first found wins, per setting; see the README, "LLM configuration
 Robustness: the answer is asked for as strict JSON (``response_format`` json_schema, then json_object,
 then none, stepping down when a server rejects one), parsed tolerantly (code fences, ``<think>`` blocks,
 text around the JSON), every field validated, invalid answers re-asked with the error, transient errors
-retried with exponential backoff, each request bounded by a timeout. Good answers are cached by
-(prompt, tags, model, base URL). When everything fails the offline scorer answers, and the status
-says why: ``score`` never raises.
+retried with exponential backoff, each request bounded by a timeout. A caption goes into the second
+pass's prompt, so one that is not a short phrase naming its tag is replaced by the offline scorer's
+(``caption_problem``). Good answers are cached by (prompt, tags, model, base URL). When everything
+fails the offline scorer answers, and the status and warnings say why: ``score`` never raises, except
+Cancel: the ``check_cancel`` it is given is called while a request is in flight and during backoff, and
+what it raises goes through (no fallback).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -35,7 +39,15 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 
-from .llm_answer import SYSTEM_PROMPT, AnswerError, _response_format, build_messages, extract_json, validate_answer
+from .llm_answer import (
+    SYSTEM_PROMPT,
+    AnswerError,
+    _response_format,
+    build_messages,
+    caption_problem,
+    extract_json,
+    validate_answer,
+)
 from .llm_config import (
     CONFIG_FILE_NAME,
     ENV_API_KEY,
@@ -61,6 +73,7 @@ __all__ = ["SYSTEM_PROMPT", "AnswerError", "extract_json", "validate_answer", "r
 log = logging.getLogger("RealignDiff")
 
 SCORER_MODES = ("offline", "openai-compatible")
+POLL_SECONDS = 0.1  # how often a request in flight or a backoff pause looks at Cancel
 NO_KEY = "no-key"  # sent to servers that need none (the openai client insists on some key)
 
 # ---------------------------------------------------------------- cache
@@ -137,9 +150,30 @@ class _Retryable(Exception):
     """Timeouts, connection errors, HTTP 429 and 5xx."""
 
 
+class _Cancelled(Exception):
+    """Carries the cancel check's own exception past ``score``'s catch-all: a Cancel never falls back."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _cancel_checker(check_cancel):
+    if check_cancel is None:
+        return None
+
+    def check() -> None:
+        try:
+            check_cancel()
+        except BaseException as error:
+            raise _Cancelled(error) from None
+
+    return check
+
+
 class LLMScorer:
     """Scores tags with an OpenAI-compatible chat model; falls back to ``fallback`` (the offline scorer)
-    when no valid answer comes. ``score`` never raises."""
+    when no valid answer comes. ``score`` never raises, but for what ``check_cancel`` raises."""
 
     def __init__(self, llm: ResolvedLLM, fallback: TagScorer | None = None, cache: ScoreCache | None = DEFAULT_CACHE, sleep=time.sleep):
         self.llm = llm
@@ -147,6 +181,7 @@ class LLMScorer:
         self.cache = cache
         self._sleep = sleep
         self._client = None
+        self._check = None  # the current ``score`` call's cancel check
 
     @property
     def settings(self) -> LLMSettings:
@@ -160,10 +195,13 @@ class LLMScorer:
         return f"LLMScorer(model={self.settings.model!r}, base_url={display_url(self.settings.base_url)!r}, key={self.llm.key_source})"
 
     # -- public
-    def score(self, prompt: str, tags: list[str]) -> ScoringResult:
+    def score(self, prompt: str, tags: list[str], check_cancel=None) -> ScoringResult:
         tags = unique_tags(tags)
+        self._check = _cancel_checker(check_cancel)
         try:
             return self._score(prompt, tags)
+        except _Cancelled as cancel:
+            raise cancel.error from None
         except ImportError as error:
             return self._fall_back(prompt, tags, f"the openai package is missing ({error}): python -m pip install openai", 0, 0)
         except Exception as error:  # never reaches the user as an exception
@@ -180,7 +218,7 @@ class LLMScorer:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             entries = [replace(hit[normalize_tag(t)], tag=t) for t in tags]
             status = f"{self.source} at {display_url(s.base_url)}: cached answer (no request made){notes}"
-            return ScoringResult(entries, self.source, self._redact(status), cached=True)
+            return self._answered(prompt, entries, status, cached=True)
         if self.llm.api_key is None and _origin(s.base_url)[1] == "api.openai.com":
             reason = (f"no API key for {display_url(s.base_url)}: set {OPENAI_API_KEY} or {ENV_API_KEY}, or api_key "
                       f"in {CONFIG_FILE_NAME}")
@@ -195,7 +233,7 @@ class LLMScorer:
             requests += 1
             text = None  # a request that fails before any reply leaves nothing to quote back
             try:
-                text = self._request(messages, mode, tags, temperature)
+                text = self._ask(messages, mode, tags, temperature)
                 entries = validate_answer(extract_json(text), tags)
             except _Rejected as error:
                 # a refused parameter is not a failed attempt: drop it and ask again at once
@@ -230,11 +268,25 @@ class LLMScorer:
                     self.cache.put(key, entries)
                 n = failures + 1
                 status = f"{self.source} at {display_url(s.base_url)}: answered in {n} attempt{'s' if n > 1 else ''}{notes}"
-                return ScoringResult(entries, self.source, self._redact(status), attempts=requests)
+                return self._answered(prompt, entries, status, attempts=requests)
             failures += 1
             if failures < total:
-                self._sleep(min(s.backoff * 2 ** (failures - 1), 30.0))
+                self._pause(min(s.backoff * 2 ** (failures - 1), 30.0))
         return self._fall_back(prompt, tags, f"last error: {last_error}", requests, failures)
+
+    def _answered(self, prompt, entries: list[TagScore], status: str, **result) -> ScoringResult:
+        """The LLM's answer, each caption that fails ``caption_problem`` replaced by the fallback scorer's."""
+        problems = {e.tag: why for e in entries if (why := caption_problem(e.tag, e.caption))}
+        warnings = []
+        if problems:
+            fallback = self.fallback.score(prompt, list(problems))
+            by_tag = fallback.by_tag()
+            warnings = [self._redact(f"the LLM's caption for {e.tag!r} ({e.caption[:60]!r}) was not used: {problems[e.tag]}; "
+                                     f"the {fallback.source} scorer's {by_tag[e.tag].caption!r} was used instead")
+                        for e in entries if e.tag in problems]
+            entries = [replace(e, caption=by_tag[e.tag].caption) if e.tag in problems else e for e in entries]
+            status += f"; {len(problems)} caption(s) replaced by the {fallback.source} scorer's (see warnings)"
+        return ScoringResult(entries, self.source, self._redact(status), warnings=warnings, **result)
 
     def _fall_back(self, prompt, tags, reason: str, requests: int, failures: int) -> ScoringResult:
         """The fallback scorer's answer, with a status saying why the LLM's was not used."""
@@ -246,6 +298,7 @@ class LLMScorer:
         result.status = self._redact(status)
         result.attempts = requests
         result.details = {**result.details, "llm_error": self._redact(reason)}
+        result.warnings = [result.status]
         log.warning("[RealignDiff] %s", result.status)
         return result
 
@@ -264,6 +317,39 @@ class LLMScorer:
         for pattern in _SECRET_PATTERNS:
             text = pattern.sub("***", text)
         return text
+
+    # -- waiting, with Cancel checked
+    def _pause(self, seconds: float) -> None:
+        """The backoff before a retry, in slices that each check Cancel first."""
+        slices = max(1, math.ceil(seconds / POLL_SECONDS))
+        for _ in range(slices):
+            if self._check is not None:
+                self._check()
+            self._sleep(seconds / slices)
+
+    def _ask(self, messages, mode: str, tags: list[str], temperature) -> str | None:
+        """``_request``, in a worker thread while this one checks Cancel every ``POLL_SECONDS``: a cancelled
+        request is left to end on its own timeout (its answer is dropped)."""
+        if self._check is None:
+            return self._request(messages, mode, tags, temperature)
+        self._check()
+        outcome: dict = {}
+        done = threading.Event()
+
+        def work():
+            try:
+                outcome["text"] = self._request(messages, mode, tags, temperature)
+            except BaseException as error:  # handed to the waiting thread as is
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="realign-llm-request", daemon=True).start()
+        while not done.wait(POLL_SECONDS):
+            self._check()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["text"]
 
     # -- HTTP
     def _get_client(self):

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import re
 
+from .offline_scorer import names_object
 from .scoring import TagScore, normalize_tag, snap_score
 
-
 MAX_CAPTION_CHARS = 200
+# A caption goes into the second pass's prompt: only a short phrase naming its object may (a shared workflow can
+# point at any endpoint, and its answers must not write the prompt)
+MAX_CAPTION_WORDS = 12
+_PHRASE_PUNCTUATION = frozenset(" ,'’&-")
+_INSTRUCTION_WORDS = frozenset({"ignore", "disregard", "forget", "instruction", "instructions", "prompt", "system",
+                                "assistant", "override", "jailbreak", "you", "please", "must", "reply", "respond"})
 
 # ---------------------------------------------------------------- the one prompt
 SYSTEM_PROMPT = """\
@@ -17,8 +23,8 @@ tags an image tagger found in that image. For EVERY tag give:
 - "score": how likely that object belongs in the scene the prompt describes. 2 = certainly (the prompt \
 names it, a synonym of it, or a kind of it); 0.5 = possibly (it fits the scene, but the prompt does not \
 name it); 0 = unlikely (it does not belong in this scene).
-- "caption": a short local caption of that object as the prompt wants it, using the prompt's own words \
-for its attributes (colour, material, number, state). For an object the prompt does not describe, \
+- "caption": a short local caption of that object as the prompt wants it (at most 12 words, naming the \
+object), using the prompt's own words for its attributes (colour, material, number, state). For an object the prompt does not describe, \
 the object's name with an article.
 Reply with only a JSON object, no other text:
 {"objects": [{"tag": "<the tag exactly as given>", "score": <2, 0.5 or 0>, "caption": "<local caption>"}]}
@@ -145,3 +151,21 @@ def validate_answer(answer, tags: list[str]) -> list[TagScore]:
     if missing:
         raise AnswerError(f"no answer for the tag(s) {missing}")
     return [found[normalize_tag(t)] for t in tags]
+
+
+def caption_problem(tag: str, caption: str) -> str | None:
+    """Why an answer's caption may not go into the prompt (too long, prompt syntax or markup, an instruction, or
+    not naming its tag); None when it is a short phrase that names the tag (any word form or synonym)."""
+    caption = caption.strip().removesuffix(".")  # "a yellow pen." is still a phrase
+    words = caption.split()
+    if len(words) > MAX_CAPTION_WORDS:
+        return f"{len(words)} words, more than the {MAX_CAPTION_WORDS} of a short phrase"
+    odd = "".join(sorted({ch for ch in caption if not (ch.isalnum() or ch in _PHRASE_PUNCTUATION)}))
+    if odd:
+        return f"it holds {odd!r}: a short phrase has only words, commas and hyphens (no prompt syntax or markup)"
+    instructions = sorted({w.strip(",'’&-").lower() for w in words} & _INSTRUCTION_WORDS)
+    if instructions:
+        return f"it reads like an instruction ({', '.join(instructions)})"
+    if not names_object(caption, tag):
+        return f"it does not name {tag!r}"
+    return None

@@ -294,8 +294,8 @@ class OfflineScorer:
 
     source = "offline"
 
-    def score(self, prompt: str, tags: list[str]) -> ScoringResult:
-        tags = unique_tags(tags)
+    def score(self, prompt: str, tags: list[str], check_cancel=None) -> ScoringResult:
+        tags = unique_tags(tags)  # instant: nothing to cancel
         analysis = PromptAnalysis(prompt, extra_nouns=tags)
         entries, reasons = [], {}
         for tag in tags:
@@ -324,6 +324,12 @@ class OfflineScorer:
         if modifiers:
             return POSSIBLE, default_caption(tag), "the prompt uses it as a modifier"
         return UNLIKELY, default_caption(tag), "not named in the prompt nor related to its scene"
+
+
+def names_object(text: str, tag: str) -> bool:
+    """Whether a phrase names the tag's object: the word, its singular or plural, a synonym, a kind or its category."""
+    heads, modifiers = PromptAnalysis(text, extra_nouns=[tag]).find(tag)
+    return bool(heads or modifiers)
 
 
 def prompt_objects(prompt: str) -> list[tuple[str, str]]:

@@ -12,18 +12,23 @@
    pen the fine stage must find and repaint.
 5. Each found object becomes a ``GuidedObject(tag, score, caption, mask, box, confidence)``.
 
-No detection is a normal result: an empty guidance. Everything here is plain torch; the models come in
-as objects with the interfaces below (``realign_diff.captioner.ram`` and ``.grounded_sam``).
+No detection is a normal result: an empty guidance; an empty prompt is an error (the second pass would be
+sampled from it). Cancel: ``check_cancel()`` (ComfyUI's interrupt check, from the node) is called before
+every layer of the three models, between the stages, and while an LLM is waited on. Everything here is
+plain torch; the models come in as objects with the interfaces below (``realign_diff.captioner.ram`` and
+``.grounded_sam``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from ..guidance import GuidedObject, RealignGuidance
+from ..guidance import GuidedObject, RealignGuidance, require_prompt
 from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from .offline_scorer import prompt_objects, same_name
 from .scoring import ScoringResult, TagScorer, normalize_tag
@@ -81,6 +86,20 @@ class CaptionedImage:
         }
 
 
+@contextmanager
+def cancel_checks(models, check: Callable[[], None]) -> Iterator[None]:
+    """``check()`` before the forward of every module of these models (Swin and SAM blocks, BERT layers, the
+    deformable encoder's attention...), so Cancel stops a CPU forward pass within about a second, not after
+    it: GroundingDINO at 800 px takes ~30 s on a CPU. A check is a flag read: thousands per pass cost nothing."""
+    modules = {id(m): m for model in models if isinstance(model, nn.Module) for m in model.modules()}
+    handles = [module.register_forward_pre_hook(lambda *_: check()) for module in modules.values()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def progress_steps(batch: int) -> int:
     """Progress units of ``caption_images`` for a batch: tagging, then scoring and grounding per image."""
     return 1 + 2 * batch
@@ -121,23 +140,31 @@ def caption_images(
     segmenter,
     settings: CaptionerSettings | None = None,
     on_step: Callable[[int], None] | None = None,
+    check_cancel: Callable[[], None] | None = None,
 ) -> list[CaptionedImage]:
     """One ``CaptionedImage`` per image of ``images`` ([B, H, W, 3] in [0, 1], ComfyUI's IMAGE layout).
 
     ``tagger.tag(images, threshold=, threshold_overrides=, top_k=, exclude=)`` -> per image a list of
     tags; ``ground_tags(detector, segmenter, image, tags, ...)`` -> grounded objects. ``on_step(n)``
-    advances progress by n units (``progress_steps``) and may raise to cancel.
+    advances progress by n units (``progress_steps``); ``check_cancel()`` raises to cancel (default:
+    ``on_step(0)``).
     """
-    from .grounded_sam import ground_tags
-
+    require_prompt(prompt, "Local Dense Captioner's prompt input")
     settings = settings or CaptionerSettings()
     step = on_step or (lambda n=1: None)
+    check = check_cancel or (lambda: step(0))
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3] (ComfyUI IMAGE), got {tuple(images.shape)}")
-    batch, height, width = images.shape[:3]
+    with cancel_checks((tagger, detector, segmenter), check):
+        tag_lists = _tag(tagger, images, settings)
+        step(1)
+        return [_caption_one(images[i], prompt, tag_lists[i], scorer, detector, segmenter, settings, step, check)
+                for i in range(images.shape[0])]
 
+
+def _tag(tagger, images: torch.Tensor, settings: CaptionerSettings) -> list:
     tag_lists = tagger.tag(
         images,
         threshold=settings.ram_threshold,
@@ -145,40 +172,43 @@ def caption_images(
         top_k=settings.ram_top_k,
         exclude=_known_tags(tagger, settings.exclude_tags) or None,
     )
-    if len(tag_lists) != batch:
-        raise RuntimeError(f"the tagger returned {len(tag_lists)} tag lists for {batch} images")
+    if len(tag_lists) != images.shape[0]:
+        raise RuntimeError(f"the tagger returned {len(tag_lists)} tag lists for {images.shape[0]} images")
+    return tag_lists
+
+
+def _caption_one(image, prompt, tags, scorer, detector, segmenter, settings, step, check) -> CaptionedImage:
+    """Score, then ground, the candidates of one image ([H, W, 3])."""
+    from .grounded_sam import ground_tags
+
+    height, width = image.shape[:2]
+    candidates = candidates_for(prompt, tags, settings)
+    scoring = scorer.score(prompt, [c.tag for c in candidates], check_cancel=check)
+    by_tag = {normalize_tag(e.tag): e for e in scoring.entries}
+    for c in candidates:
+        entry = by_tag.get(normalize_tag(c.tag))
+        if entry is not None:
+            c.score, c.caption = entry.score, entry.caption
+            c.grounded = entry.score > 0
     step(1)
 
-    results = []
-    for index in range(batch):
-        candidates = candidates_for(prompt, tag_lists[index], settings)
-        scoring = scorer.score(prompt, [c.tag for c in candidates])
-        by_tag = {normalize_tag(e.tag): e for e in scoring.entries}
-        for c in candidates:
-            entry = by_tag.get(normalize_tag(c.tag))
-            if entry is not None:
-                c.score, c.caption = entry.score, entry.caption
-                c.grounded = entry.score > 0
-        step(1)
-
-        to_ground = [c for c in candidates if c.grounded]
-        grounded = []
-        if to_ground:
-            grounded = ground_tags(
-                detector,
-                segmenter,
-                images[index],
-                [c.tag for c in to_ground],
-                box_threshold=settings.box_threshold,
-                text_threshold=settings.text_threshold,
-                nms_threshold=settings.nms_threshold,
-                on_step=lambda n=1: step(0),  # Cancel checks only; this image's grounding is one unit
-            )
-        objects = _guided_objects(to_ground, grounded, height, width)
-        step(1)
-        guidance = RealignGuidance(prompt=prompt, width=width, height=height, objects=objects, source=scoring.source)
-        results.append(CaptionedImage(guidance=guidance, scoring=scoring, candidates=candidates))
-    return results
+    to_ground = [c for c in candidates if c.grounded]
+    grounded = []
+    if to_ground:
+        grounded = ground_tags(
+            detector,
+            segmenter,
+            image,
+            [c.tag for c in to_ground],
+            box_threshold=settings.box_threshold,
+            text_threshold=settings.text_threshold,
+            nms_threshold=settings.nms_threshold,
+            on_step=lambda n=1: check(),  # this image's grounding is one progress unit
+        )
+    objects = _guided_objects(to_ground, grounded, height, width)
+    step(1)
+    guidance = RealignGuidance(prompt=prompt, width=width, height=height, objects=objects, source=scoring.source)
+    return CaptionedImage(guidance=guidance, scoring=scoring, candidates=candidates)
 
 
 def _known_tags(tagger, names) -> list[str]:
@@ -227,7 +257,10 @@ def masks_batch(results: list[CaptionedImage]) -> torch.Tensor:
 
 
 def guidance_json(results: list[CaptionedImage], indent: int | None = 2) -> str:
-    """The JSON of the node's STRING output: per image the guidance, how it was scored, and every tag."""
+    """The JSON of the node's STRING output: what the user should know first (an LLM fallback, a replaced
+    caption), then per image the guidance, how it was scored, and every tag."""
     import json
 
-    return json.dumps({"format": "realign-guidance/1", "images": [r.to_dict() for r in results]}, indent=indent)
+    warnings = list(dict.fromkeys(w for r in results for w in r.scoring.warnings))  # a batch repeats them
+    return json.dumps({"format": "realign-guidance/1", "warnings": warnings, "images": [r.to_dict() for r in results]},
+                      indent=indent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +36,7 @@ class ScoringResult:
     cached: bool = False  # an LLM answer served from the cache (no request made)
     attempts: int = 0  # HTTP requests made for this result
     details: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the user should know: a fallback, a replaced caption
 
     def by_tag(self) -> dict[str, TagScore]:
         return {e.tag: e for e in self.entries}
@@ -45,12 +47,15 @@ class ScoringResult:
             "status": self.status,
             "cached": self.cached,
             "attempts": self.attempts,
+            "warnings": list(self.warnings),
             "entries": [e.to_dict() for e in self.entries],
         }
 
 
 class TagScorer(Protocol):
-    def score(self, prompt: str, tags: list[str]) -> ScoringResult: ...
+    def score(self, prompt: str, tags: list[str], check_cancel: Callable[[], None] | None = None) -> ScoringResult:
+        """``check_cancel()`` raises when the user cancels; a scorer that waits (on a server) calls it often."""
+        ...
 
 
 def snap_score(value) -> float:

@@ -40,7 +40,7 @@ def models(tmp_path_factory):
 class NothingBelongs:
     """A scorer that scores every tag 0: nothing is grounded (tests of the candidates, without detection)."""
 
-    def score(self, prompt, tags):
+    def score(self, prompt, tags, check_cancel=None):
         return ScoringResult([TagScore(t, 0.0, t) for t in tags], "test", "all zero")
 
 

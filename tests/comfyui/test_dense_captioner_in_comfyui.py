@@ -140,3 +140,39 @@ def test_llm_path_in_comfyui_never_shows_the_key(comfyui, files, monkeypatch):
     assert data["images"][1]["scoring"]["cached"] is True
     everything = text + json.dumps(prompt) + repr(guidances) + json.dumps(comfyui.executor.history_result, default=str)
     assert SECRET not in everything and "COMFYSECRET" not in everything
+
+
+def test_cancel_while_the_llm_is_waited_on_stops_the_prompt_within_seconds(comfyui, files, monkeypatch, tmp_path):
+    """ComfyUI's own Cancel (interrupt_current_processing) reaches the LLM wait: no timeout waited out, no fallback."""
+    import threading
+    import time
+
+    import comfy.model_management as mm
+    from realign_testkit.comfyui import ExecutionFailed
+
+    config = tmp_path / "realign_diff_llm.json"
+    config.write_text(json.dumps({"timeout": 20, "retries": 2, "backoff": 1}))
+    asked, pressed = threading.Event(), []
+
+    def slow_answer(request):
+        asked.set()
+        return Reply(delay=25.0, content=answer([("book", 2, "a red book")]))
+
+    def press_cancel():
+        asked.wait(120)
+        time.sleep(0.3)
+        pressed.append(time.perf_counter())
+        mm.interrupt_current_processing(True)
+
+    with StubLLMServer() as server:
+        server.default = slow_answer
+        monkeypatch.setenv("REALIGN_DIFF_LLM_BASE_URL", server.url)
+        monkeypatch.setenv("REALIGN_DIFF_LLM_CONFIG", str(config))
+        threading.Thread(target=press_cancel, daemon=True).start()
+        with pytest.raises(ExecutionFailed):
+            comfyui.run(graph(files, scorer="openai-compatible", llm_model="stub-model", llm_base_url=""))
+        stopped = time.perf_counter() - pressed[0]
+    print(f"\nCancel in ComfyUI during an LLM request: the prompt stopped {stopped:.2f} s after the interrupt")
+    assert stopped < 3.0 and len(server.requests) == 1
+    assert any(event == "execution_interrupted" for event, _ in comfyui.executor.status_messages)
+    assert comfyui.executor.caches.outputs.get("6") is None  # no offline fallback result was produced
