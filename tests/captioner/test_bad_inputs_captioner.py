@@ -13,10 +13,9 @@ import time
 
 import pytest
 import torch
-from realign_testkit.grounding import TINY_GROUNDING_DINO, write_tiny_grounding_dino
+from realign_testkit.captioner_models import tiny_captioner_models
 from realign_testkit.llm_stub import Reply, StubLLMServer, answer
-from realign_testkit.ram import synthetic_image, write_tiny_ram
-from realign_testkit.sam import write_tiny_sam
+from realign_testkit.ram import synthetic_image
 
 from realign_diff.captioner.llm import LLMScorer, ScoreCache, resolve_llm
 from realign_diff.captioner.offline_scorer import OfflineScorer
@@ -261,15 +260,7 @@ def test_cancel_during_the_retry_backoff():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny RAM, GroundingDINO (read at 800 px, so a detection lasts a second or two here) and SAM."""
-    from realign_diff.captioner.grounding import load_grounding_dino
-    from realign_diff.captioner.ram import load_ram
-    from realign_diff.captioner.sam import load_sam
-
-    folder = tmp_path_factory.mktemp("cancel-models")
-    tagger = load_ram(str(write_tiny_ram(folder / "ram", present=["book", "desk", "banana"])))
-    checkpoint, bert_dir = write_tiny_grounding_dino(folder / "grounding-dino")
-    detector = load_grounding_dino(checkpoint, bert_dir, config=TINY_GROUNDING_DINO, image_size=800)
-    return tagger, detector, load_sam(write_tiny_sam(folder / "sams"))
+    return tiny_captioner_models(tmp_path_factory.mktemp("cancel-models"), image_size=800)
 
 
 def caption_with(models, check):

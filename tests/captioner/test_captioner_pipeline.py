@@ -13,10 +13,9 @@ from realign_diff.captioner.offline_scorer import OfflineScorer
 from realign_diff.captioner.pipeline import CaptionerSettings, caption_images, guidance_json, masks_batch, progress_steps
 from realign_diff.captioner.scoring import ScoringResult, TagScore
 from realign_diff.guidance import RealignGuidance
-from realign_testkit.grounding import TINY_GROUNDING_DINO, write_tiny_grounding_dino
+from realign_testkit.captioner_models import tiny_captioner_models
 from realign_testkit.llm_stub import Reply, StubLLMServer, answer
-from realign_testkit.ram import synthetic_image, write_tiny_ram
-from realign_testkit.sam import write_tiny_sam
+from realign_testkit.ram import synthetic_image
 
 PROMPT = "a red book and a yellow pen"
 FOUND_EVERYTHING = CaptionerSettings(box_threshold=0.0, text_threshold=0.0)
@@ -25,16 +24,7 @@ FOUND_EVERYTHING = CaptionerSettings(box_threshold=0.0, text_threshold=0.0)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """(tagger, detector, segmenter): RAM always tags book, desk and banana; the others never."""
-    from realign_diff.captioner.grounding import load_grounding_dino
-    from realign_diff.captioner.ram import load_ram
-    from realign_diff.captioner.sam import load_sam
-
-    folder = tmp_path_factory.mktemp("captioner-models")
-    tagger = load_ram(str(write_tiny_ram(folder / "ram", present=["book", "desk", "banana"])))
-    checkpoint, bert_dir = write_tiny_grounding_dino(folder / "grounding-dino")
-    detector = load_grounding_dino(checkpoint, bert_dir, config=TINY_GROUNDING_DINO, image_size=96)
-    segmenter = load_sam(write_tiny_sam(folder / "sams"))
-    return tagger, detector, segmenter
+    return tiny_captioner_models(tmp_path_factory.mktemp("captioner-models"))
 
 
 class NothingBelongs:
