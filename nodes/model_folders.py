@@ -19,6 +19,8 @@ FOLDERS: dict[str, set[str]] = {
     "sams": {".pth", ".safetensors"},
     "bert-base-uncased": set(),
 }
+# further folders searched for a registered name: the RAM pack users already have keeps its checkpoints in models/rams
+ALSO: dict[str, tuple[str, ...]] = {"ram": ("rams",)}
 
 
 def register() -> None:
@@ -27,15 +29,15 @@ def register() -> None:
     except ImportError:  # outside ComfyUI
         return
     for name, extensions in FOLDERS.items():
-        default = os.path.join(folder_paths.models_dir, name)
-        if name in folder_paths.folder_names_and_paths:
-            paths, known = folder_paths.folder_names_and_paths[name]
-            if default not in paths:
-                paths.append(default)
-            if isinstance(known, set):
-                known.update(extensions)
-        else:
-            folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
+        defaults = [os.path.join(folder_paths.models_dir, folder) for folder in (name, *ALSO.get(name, ()))]
+        for alias in ALSO.get(name, ()):  # and the paths another pack or extra_model_paths.yaml gave the alias
+            defaults += folder_paths.folder_names_and_paths.get(alias, ([], set()))[0]
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.folder_names_and_paths[name] = ([], set(extensions))
+        paths, known = folder_paths.folder_names_and_paths[name]
+        paths.extend(path for path in dict.fromkeys(defaults) if path not in paths)
+        if isinstance(known, set):
+            known.update(extensions)
 
 
 def folder_paths_for(name: str) -> list[str]:

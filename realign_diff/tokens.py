@@ -41,22 +41,12 @@ def split_words(phrase: str) -> list[str]:
 
 
 def tag_variants(tag: str) -> list[str]:
-    """The tag and its simple plural/singular forms, longest first ("box" -> "boxes", "box")."""
+    """The tag in each singular and plural form (``lexicon.noun_forms``), longest first ("knife" -> "knives",
+    "knife"); forms no prompt uses ("knive") match nothing."""
+    from .captioner.lexicon import noun_forms
+
     tag = " ".join(split_words(tag))
-    if not tag:
-        return []
-    sibilant = tag.endswith(("s", "x", "z", "ch", "sh"))
-    if tag.endswith("ies"):
-        other = tag[:-3] + "y"
-    elif tag.endswith("es") and tag[:-2].endswith(("s", "x", "z", "ch", "sh")):
-        other = tag[:-2]
-    elif tag.endswith("s") and not tag.endswith(("ss", "us")):
-        other = tag[:-1]
-    elif tag.endswith("y") and len(tag) > 1 and tag[-2] not in "aeiou":
-        other = tag[:-1] + "ies"
-    else:
-        other = tag + ("es" if sibilant else "s")
-    return sorted({tag, other}, key=len, reverse=True)
+    return sorted(noun_forms(tag), key=lambda form: (-len(form), form)) if tag else []
 
 
 def find_phrase(

@@ -99,9 +99,26 @@ def test_weight_syntax_is_ignored_when_reading_phrases():
 
 def test_tag_variants():
     assert tag_variants("box") == ["boxes", "box"]
-    assert tag_variants("cherries") == ["cherries", "cherry"]
+    assert tag_variants("cherries")[0] == "cherries" and "cherry" in tag_variants("cherries")
     assert tag_variants("bus") == ["buses", "bus"]
     assert tag_variants("dining table") == ["dining tables", "dining table"]
+    # irregular plurals, both ways (the forms the offline scorer and the caption check use too)
+    assert tag_variants("knife") == ["knives", "knife"]
+    assert "knife" in tag_variants("knives")
+    assert tag_variants("man") == ["man", "men"] and tag_variants("sheep") == ["sheep"]
+    assert {"people", "persons"} <= set(tag_variants("person"))
+
+
+@pytest.mark.parametrize("tag, text, words", [
+    ("knife", "two knives on a wooden table", ["knives"]),
+    ("person", "three people at a bus stop", ["people"]),
+    ("man", "two men playing chess", ["men"]),
+    ("knives", "a knife and a fork", ["knife"]),
+])
+def test_irregular_plurals_are_found_by_the_patchs_token_map(tokenizer, tag, text, words):
+    stream = stream_of(tokenizer, text)
+    found = locate_object(stream, tag, tag, word_ids(tokenizer))
+    assert found.matched == "tag" and words_at(tokenizer, stream, found.positions) == words
 
 
 def test_find_phrase_needs_the_words_in_order():

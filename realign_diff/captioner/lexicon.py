@@ -29,8 +29,36 @@ IRREGULAR_PLURALS = {  # plural -> singular
     "wolves": "wolf", "shelves": "shelf", "calves": "calf", "halves": "half", "scarves": "scarf",
     "cacti": "cactus", "fungi": "fungus", "dice": "die", "kids": "kid",
 }
-INVARIANT = {"sheep", "fish", "deer", "moose", "aircraft", "series", "species", "pants",
-             "jeans", "shorts", "scissors", "trousers", "news", "grass", "bus", "glass", "dress", "canvas"}
+SAME_PLURAL = {"sheep", "fish", "deer", "moose", "aircraft", "series", "species", "pants", "jeans", "shorts",
+               "scissors", "trousers", "news"}
+INVARIANT = SAME_PLURAL | {"grass", "bus", "glass", "dress", "canvas"}  # never stripped of their final "s"
+_IRREGULAR_OF: dict[str, set[str]] = {}
+for _plural, _singular in IRREGULAR_PLURALS.items():
+    _IRREGULAR_OF.setdefault(_singular, set()).add(_plural)
+
+
+def noun_forms(phrase: str) -> frozenset[str]:
+    """The phrase with its last word in every singular and plural form it may take ("knife" -> knife, knives;
+    "men" -> men, man; "box" -> box, boxes). The one place English noun forms are made: the patch's token map
+    looks for each of them in the prompt, the offline scorer and the caption check compare through them."""
+    words = phrase.lower().split(" ")
+    head = " ".join(words[:-1])
+    forms = set(lemma_candidates(words[-1]))
+    if forms == {words[-1]}:  # not a plural already
+        forms |= _plurals(words[-1])
+    return frozenset(f"{head} {f}" if head else f for f in forms)
+
+
+def _plurals(word: str) -> set[str]:
+    if word in SAME_PLURAL:
+        return {word}
+    if word in _IRREGULAR_OF:
+        return set(_IRREGULAR_OF[word])
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return {word + "es"}
+    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
+        return {word[:-1] + "ies"}
+    return {word + "s"}
 
 
 def lemma_candidates(word: str) -> frozenset[str]:

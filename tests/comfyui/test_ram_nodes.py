@@ -44,6 +44,15 @@ def test_checkpoint_in_models_ram_is_listed(comfyui, ram_checkpoint):
     assert ram_checkpoint in loader.INPUT_TYPES()["required"]["ckpt_name"][0]
 
 
+def test_checkpoint_in_models_rams_is_listed_and_loads(comfyui):
+    """models/rams, the folder of the other RAM pack, is searched too."""
+    path = write_tiny_ram(comfyui.models_dir / "rams", "ram_plus", present=("book",), file_name="realign_ram_in_rams")
+    loader = comfyui.nodes.NODE_CLASS_MAPPINGS[LOADER]
+    assert path.name in loader.INPUT_TYPES()["required"]["ckpt_name"][0]
+    (patcher,) = [value[0] for value in comfyui.output_of(graph(path.name), "1")]
+    assert patcher.model.tag_names[:1] == ["book"]
+
+
 def test_loader_output_is_a_managed_ram_tagger(comfyui, ram_checkpoint):
     (patcher,) = [value[0] for value in comfyui.output_of(graph(ram_checkpoint), "1")]
     assert type(patcher).__name__ == "ModelPatcher"
