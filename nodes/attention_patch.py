@@ -92,8 +92,10 @@ def comfy_attention(q, k, v, extra_options):
 # --- the nodes ---------------------------------------------------------------------------------
 
 
-def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning):
+def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning, node_id=None):
     from comfy.patcher_extension import WrappersMP
+
+    from .comfy_runtime import show_on_node
 
     guidances = guidance_list(guidance)
     require_sd1(model)
@@ -119,6 +121,7 @@ def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, 
         end_percent=end_percent,
         attention_fn=comfy_attention,
     )
+    replace.notify = show_on_node(node_id)  # stretched masks, a reused guidance: seen on the node while sampling
     installed = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
     notes = []
     for name, number, index in cross_attention_blocks(patched.model.diffusion_model):
@@ -166,11 +169,12 @@ class RealignAttentionPatch:
                                           "tooltip": "Stop modulating after this fraction of the sampling steps (1.0: every step)."}),
                 "conditioning": (list(CONDITIONING_MODES), {"default": CONDITIONING_MODES[0],
                                                             "tooltip": "Append local captions the prompt does not contain (objects scored above 0), or use the prompt alone."}),
-            }
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def patch(self, model, clip, guidance, strength, schedule, end_percent, conditioning):
-        return apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning)
+    def patch(self, model, clip, guidance, strength, schedule, end_percent, conditioning, unique_id=None):
+        return apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning, unique_id)
 
 
 def _mask_2d(mask: torch.Tensor, label: str) -> torch.Tensor:

@@ -54,3 +54,22 @@ def progress(total: int) -> Callable[[int], None]:
         bar.update(advance)
 
     return step
+
+
+def show_on_node(node_id: str | None) -> Callable[[str], None] | None:
+    """A function that shows a text on node ``node_id`` in the web UI (ComfyUI's progress text), or None outside
+    a server (the executor alone, tests): the warnings of a patch that only acts later, inside the sampler."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    server = getattr(PromptServer, "instance", None)
+    if node_id is None or server is None:
+        return None
+    shown: list[str] = []
+
+    def show(text: str) -> None:
+        shown.append(f"warning: {text}")
+        server.send_progress_text("\n".join(shown), node_id)
+
+    return show

@@ -96,6 +96,7 @@ class RealignReplace:
         self._maps: dict[tuple, ModulationMaps] = {}
         self._strength_of: tuple[object, float] = (None, 0.0)  # (the sigmas tensor of the current call, λ_t)
         self._warned: set[str] = set()
+        self.notify: Callable[[str], None] | None = None  # where a warning is also shown (the node glue: the UI)
 
     def for_block(self, previous: Callable | None = None) -> Callable:
         """The function to register on one block; ``previous`` is a replace already installed there."""
@@ -125,7 +126,10 @@ class RealignReplace:
     def warn_once(self, key: str, message: str, *args) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning("[RealignDiff] " + message, *args)
+            text = message % args
+            log.warning("[RealignDiff] %s", text)
+            if self.notify is not None:
+                self.notify(text)
 
     def maps_for(self, height: int, width: int, n_keys: int, device: torch.device) -> ModulationMaps | None:
         if n_keys % self.prompt_length:

@@ -222,3 +222,25 @@ def test_prompts_of_several_chunks_and_cond_uncond_of_different_lengths(comfyui,
     off, positive_off, _ = apply_realign_patch(model, clip, guidance, 0.0, "paper", 1.0, "prompt only")
     plain = comfyui.nodes.common_ksampler(off, 3, 2, 5.0, "euler", "normal", positive_off, negative, latent)[0]["samples"]
     assert not torch.allclose(modulated, plain)
+
+
+def test_a_warning_raised_while_sampling_is_shown_on_the_patch_node(comfyui, sd15_checkpoint, monkeypatch):
+    """Masks drawn for a landscape image, sampled portrait: the stretch is seen on the node, not only in the console."""
+    import functools
+    import struct
+
+    import server
+
+    sent = []
+    channel = type("Channel", (), {})()
+    channel.send_sync = lambda event, data, sid=None: sent.append((event, data))
+    channel.send_progress_text = functools.partial(server.PromptServer.send_progress_text, channel)  # ComfyUI's own
+    monkeypatch.setattr(server.PromptServer, "instance", channel, raising=False)
+    prompt = graph(sd15_checkpoint, strength=1.0, width=16, height=12, batch=1)
+    prompt["latent"]["inputs"].update(width=12 * 8, height=16 * 8)
+    comfyui.run(prompt)
+    texts = []
+    for event, data in sent:
+        (length,) = struct.unpack(">I", data[:4])
+        texts.append((data[4 : 4 + length].decode(), data[4 + length :].decode()))
+    assert any(node == "patch" and "the masks are stretched to fit" in text for node, text in texts), texts

@@ -176,3 +176,32 @@ def test_cancel_while_the_llm_is_waited_on_stops_the_prompt_within_seconds(comfy
     assert stopped < 3.0 and len(server.requests) == 1
     assert any(event == "execution_interrupted" for event, _ in comfyui.executor.status_messages)
     assert comfyui.executor.caches.outputs.get("6") is None  # no offline fallback result was produced
+
+
+def test_cancel_inside_grounding_dino_stops_the_prompt_before_its_next_layer(comfyui, files):
+    """ComfyUI's Cancel pressed while GroundingDINO runs: the captioner stops at the next module, not after it."""
+    import time
+
+    import comfy.model_management as mm
+    from realign_testkit.comfyui import ExecutionFailed
+
+    pressed, after = [], []
+
+    def press_inside(module, args):
+        if type(module).__name__ == "GroundingDINO" and not pressed:
+            pressed.append(time.perf_counter())
+            mm.interrupt_current_processing(True)
+        elif pressed:
+            after.append(type(module).__name__)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(press_inside)
+    try:
+        with pytest.raises(ExecutionFailed):
+            comfyui.run(graph(files, scorer="offline"))
+        stopped = time.perf_counter() - pressed[0]
+    finally:
+        handle.remove()
+    print(f"\nCancel in ComfyUI inside GroundingDINO: the prompt stopped {stopped:.3f} s after the interrupt, "
+          f"{len(after)} module call(s) later")
+    assert stopped < 3.0 and len(after) <= 1
+    assert any(event == "execution_interrupted" for event, _ in comfyui.executor.status_messages)
