@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+from .saving import DTYPES  # the trainer's one name -> dtype table
+
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 

@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import hashlib
 import logging
-import os
 
 import torch
 
@@ -21,11 +20,6 @@ log = logging.getLogger("realign_diff.refl")
 
 class ProcessError(RuntimeError):
     """Another process failed or did not answer in time: this one stops too (the message names it)."""
-
-
-def launched_processes() -> int:
-    """Process count set by the launcher (torchrun / accelerate launch), 1 for a plain ``python`` run."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class Processes:
@@ -60,9 +54,6 @@ class Processes:
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """The trained module as the engine runs it (DDP across processes; itself in one process)."""
         return self.accelerator.prepare_model(module, device_placement=False)
-
-    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(module)
 
     def grad_sync(self, module: torch.nn.Module, sync: bool):
         """Gradients are all-reduced only in the backward of a forward made with ``sync`` True."""
@@ -129,9 +120,6 @@ class Processes:
                 f"process {self.rank} of {self.count}: the other processes did not reach {what} within "
                 f"--process-timeout {self.timeout_s:g} s, or one of them failed ({str(exc).splitlines()[0][:300]})"
             ) from exc
-
-    def end(self) -> None:
-        self.accelerator.end_training()
 
 
 _COMMUNICATION_ERRORS = ("gloo", "nccl", "timed out", "connection closed", "connection reset", "broken pipe",
