@@ -60,8 +60,14 @@ def main():
 
     left = torch.zeros(args.size, args.size)
     left[:, : args.size // 2] = 1
-    guidance = [RealignGuidance(PROMPT, args.size, args.size, [
-        GuidedObject("book", 2.0, "a red book", left), GuidedObject("pen", 0.5, "a yellow pen", 1 - left)])]
+    guidance = [
+        RealignGuidance(
+            PROMPT,
+            args.size,
+            args.size,
+            [GuidedObject("book", 2.0, "a red book", left), GuidedObject("pen", 0.5, "a yellow pen", 1 - left)],
+        )
+    ]
     patched, positive, report = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
     print(report)
     negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
@@ -71,7 +77,9 @@ def main():
     def run(which):
         m, pos = (patched, positive) if which == "patched" else (model, plain_positive)
         start, start_cpu = time.perf_counter(), time.process_time()
-        comfyui.nodes.common_ksampler(m, 1, args.steps, 5.0, "euler", "normal", pos, negative, latent, disable_noise=False)
+        comfyui.nodes.common_ksampler(
+            m, 1, args.steps, 5.0, "euler", "normal", pos, negative, latent, disable_noise=False
+        )
         if args.gpu:
             torch.cuda.synchronize()
         return (time.perf_counter() - start) / args.steps, (time.process_time() - start_cpu) / args.steps
@@ -79,18 +87,24 @@ def main():
     run("plain"), run("patched")  # warm-up: model load, allocator, caches
     times = {"plain": [], "patched": []}
     for r in range(args.repeats):
-        for which in (("plain", "patched") if r % 2 == 0 else ("patched", "plain")):
+        for which in ("plain", "patched") if r % 2 == 0 else ("patched", "plain"):
             times[which].append(run(which))
     device = "GPU" if args.gpu else "CPU"
-    print(f"{device}, {args.size}px, {args.steps} steps x {args.repeats} runs each, cfg batch 2, {torch.get_num_threads()} threads")
+    print(
+        f"{device}, {args.size}px, {args.steps} steps x {args.repeats} runs each, cfg batch 2, {torch.get_num_threads()} threads"
+    )
     for index, clock in enumerate(("wall", "process CPU")):
         for which, values in times.items():
             per_run = [v[index] for v in values]
-            print(f"  {clock:11s} {which:8s} median step {statistics.median(per_run):.3f} s  "
-                  f"({', '.join(f'{v:.3f}' for v in per_run)})")
+            print(
+                f"  {clock:11s} {which:8s} median step {statistics.median(per_run):.3f} s  "
+                f"({', '.join(f'{v:.3f}' for v in per_run)})"
+            )
         ratios = [p[index] / u[index] for p, u in zip(times["patched"], times["plain"])]
-        print(f"  {clock:11s} patched / plain: median of paired ratios {statistics.median(ratios):.3f}x "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        print(
+            f"  {clock:11s} patched / plain: median of paired ratios {statistics.median(ratios):.3f}x "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
 
 
 if __name__ == "__main__":

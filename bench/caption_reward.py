@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # a script: the core and the testkit
 
-import realign_diff  # noqa: E402,F401 - the torchvision guard, before transformers
 import torch  # noqa: E402
 
+import realign_diff  # noqa: E402,F401 - the torchvision guard, before transformers
 from realign_diff.reward import CaptionReward  # noqa: E402
 from realign_testkit.blip2 import write_tiny_blip2  # noqa: E402
 
@@ -50,8 +50,9 @@ def bench_batching(reward: CaptionReward, images: torch.Tensor, rounds: int, max
     times = {8: [], 1: []}
     for _ in range(rounds):
         for batch_size in (8, 1):
-            times[batch_size].append(timed(lambda: reward.score(images, PROMPT, batch_size=batch_size,
-                                                                max_new_tokens=max_new_tokens)))
+            times[batch_size].append(
+                timed(lambda: reward.score(images, PROMPT, batch_size=batch_size, max_new_tokens=max_new_tokens))
+            )
     batched, single = statistics.median(times[8]), statistics.median(times[1])
     n = images.shape[0]
     print(f"score {n} images, batches of 8:   {batched:.3f} s  ({n / batched:.1f} images/s)")
@@ -89,13 +90,23 @@ def bench_node_comfyui(comfy_path: Path, dirs, images: torch.Tensor, rounds: int
 
     def graph(prompt):
         return {
-            "1": {"class_type": "RealignDiffBlip2RewardLoader",
-                  "inputs": {"captioner": dirs[0].name, "text_encoder": dirs[1].name, "precision": "auto"}},
+            "1": {
+                "class_type": "RealignDiffBlip2RewardLoader",
+                "inputs": {"captioner": dirs[0].name, "text_encoder": dirs[1].name, "precision": "auto"},
+            },
             "2": {"class_type": "LoadImage", "inputs": {"image": "bench.png"}},
             "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": images.shape[0]}},
-            "4": {"class_type": "RealignDiffCaptionRewardScorer",
-                  "inputs": {"caption_reward": ["1", 0], "images": ["3", 0], "prompt": prompt,
-                             "max_new_tokens": max_new_tokens, "num_beams": 1, "batch_size": 8}},
+            "4": {
+                "class_type": "RealignDiffCaptionRewardScorer",
+                "inputs": {
+                    "caption_reward": ["1", 0],
+                    "images": ["3", 0],
+                    "prompt": prompt,
+                    "max_new_tokens": max_new_tokens,
+                    "num_beams": 1,
+                    "batch_size": 8,
+                },
+            },
         }
 
     first, second = [], []
@@ -113,10 +124,14 @@ def report_node(first: float, second: float, how: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=["tiny", "small"], help="random BLIP-2 size (testkit preset)")
+    parser.add_argument(
+        "--preset", default="small", choices=["tiny", "small"], help="random BLIP-2 size (testkit preset)"
+    )
     parser.add_argument("--images", type=int, default=16, help="images scored per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are compared")
-    parser.add_argument("--max-new-tokens", type=int, default=12, help="caption length (random models rarely stop early)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=12, help="caption length (random models rarely stop early)"
+    )
     args = parser.parse_args()
 
     from realign_testkit.comfyui import find_comfyui
@@ -125,9 +140,11 @@ def main() -> None:
         dirs = write_tiny_blip2(tmp, preset=args.preset)
         reward = CaptionReward.from_pretrained(*dirs, device="cpu")
         params = sum(p.numel() for p in reward.parameters())
-        print(f"random BLIP-2 '{args.preset}' preset: {params / 1e6:.1f} M parameters loaded (captioner + text tower), "
-              f"fp32, CPU, {torch.get_num_threads()} threads; {args.images} images, {args.max_new_tokens} new tokens, "
-              f"greedy; medians of {args.rounds} interleaved rounds")
+        print(
+            f"random BLIP-2 '{args.preset}' preset: {params / 1e6:.1f} M parameters loaded (captioner + text tower), "
+            f"fp32, CPU, {torch.get_num_threads()} threads; {args.images} images, {args.max_new_tokens} new tokens, "
+            f"greedy; medians of {args.rounds} interleaved rounds"
+        )
         images = make_images(args.images)
         bench_batching(reward, images, args.rounds, args.max_new_tokens)
         comfy_path, _ = find_comfyui()
@@ -135,7 +152,9 @@ def main() -> None:
             bench_node_comfyui(comfy_path, dirs, images, args.rounds, args.max_new_tokens)
         else:
             bench_node_core(dirs, images, args.rounds, args.max_new_tokens)
-        print("GPU images/second for blip2-opt-2.7b + blip2-itm-vit-g shapes in fp16 at batch 8: not measured (no GPU).")
+        print(
+            "GPU images/second for blip2-opt-2.7b + blip2-itm-vit-g shapes in fp16 at batch 8: not measured (no GPU)."
+        )
 
 
 if __name__ == "__main__":

@@ -53,14 +53,16 @@ def _synthetic_images(batch: int, size: int) -> torch.Tensor:
 def bench_ram(variants=("ram", "ram_plus"), batches=(1, 4), iterations: int = 2, image_px: int = 512) -> dict:
     """RAM / RAM++ tagging latency, Swin-L at 384 px (the released shapes, random weights), ``tag()`` end to end
     (resize + normalize + network + thresholds) on ``image_px`` square images: 1 vs 4 images per batch."""
-    from realign_diff.captioner.ram import RamConfig, RamTagger
+    from realign_diff.dense_captioner.ram import RamConfig, RamTagger
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}
     for variant in variants:
         config = RamConfig.official(variant)
         torch.manual_seed(0)
-        tagger = RamTagger(config, [f"tag{i}" for i in range(config.num_classes)]).eval().requires_grad_(False).to(device)
+        tagger = (
+            RamTagger(config, [f"tag{i}" for i in range(config.num_classes)]).eval().requires_grad_(False).to(device)
+        )
         with torch.no_grad():
             tagger.label_embed.normal_(0, 0.02)
         params = sum(p.numel() for p in tagger.parameters())
@@ -81,10 +83,14 @@ def bench_ram(variants=("ram", "ram_plus"), batches=(1, 4), iterations: int = 2,
                 cpu[b].append(time.process_time() - start_cpu)
         best = {b: min(t) for b, t in times.items()}
         best_cpu = {b: min(t) for b, t in cpu.items()}
-        print(f"{variant} (Swin-L 384, {params / 1e6:.1f} M parameters, {device.type}, {torch.get_num_threads()} threads)")
+        print(
+            f"{variant} (Swin-L 384, {params / 1e6:.1f} M parameters, {device.type}, {torch.get_num_threads()} threads)"
+        )
         for b in batches:
-            print(f"  batch {b}: {best[b]:.2f} s per call, {best[b] / b:.2f} s per image; process CPU time "
-                  f"{best_cpu[b] / b:.2f} s per image (best of {iterations})")
+            print(
+                f"  batch {b}: {best[b]:.2f} s per call, {best[b] / b:.2f} s per image; process CPU time "
+                f"{best_cpu[b] / b:.2f} s per image (best of {iterations})"
+            )
         if len(batches) > 1:
             first, last = batches[0], batches[-1]
             ratio = (best[last] / last) / (best[first] / first)
@@ -117,7 +123,7 @@ def _interleaved(variants: dict, repeats: int) -> dict[str, float]:
 
 
 def bench_sam(repeats: int = 1) -> dict[str, float]:
-    from realign_diff.captioner.sam import SAM_CONFIGS, SamSegmenter, build_sam
+    from realign_diff.dense_captioner.sam import SAM_CONFIGS, SamSegmenter, build_sam
 
     torch.manual_seed(0)
     segmenter = SamSegmenter(build_sam(SAM_CONFIGS["vit_b"]).requires_grad_(False), SAM_CONFIGS["vit_b"])
@@ -141,8 +147,8 @@ def bench_sam(repeats: int = 1) -> dict[str, float]:
 
 
 def bench_sam_load(repeats: int = 2, model_type: str = "vit_h") -> dict[str, float]:
-    from realign_diff.captioner.sam import SAM_CONFIGS, build_sam, load_sam
     from realign_diff.checkpoint_file import read_state_dict
+    from realign_diff.dense_captioner.sam import SAM_CONFIGS, build_sam, load_sam
 
     config = SAM_CONFIGS[model_type]
     with tempfile.TemporaryDirectory() as folder:
@@ -165,7 +171,7 @@ def bench_sam_load(repeats: int = 2, model_type: str = "vit_h") -> dict[str, flo
 def bench_grounding(repeats: int = 3) -> dict[str, float]:
     from transformers import BertConfig, BertTokenizerFast
 
-    from realign_diff.captioner.grounding import SWINT_OGC, build_model, load_grounding_dino
+    from realign_diff.dense_captioner.grounding import SWINT_OGC, build_model, load_grounding_dino
 
     with tempfile.TemporaryDirectory(prefix="realign-bench-") as folder:
         bert_dir = Path(folder) / "bert-base-uncased"
@@ -187,11 +193,14 @@ def bench_grounding(repeats: int = 3) -> dict[str, float]:
         def run():
             detector.image_size = size
             detector.detect(image, TAGS, box_threshold=0.35, text_threshold=0.25)
+
         return run
 
     result = _interleaved({"512 px": detect(512), "800 px (default)": detect(800)}, repeats)
-    print(f"GroundingDINO {detector.config.name} ({params / 1e6:.0f} M params, random weights), 512x512 image, "
-          f"{len(TAGS)} tags, CPU, {torch.get_num_threads()} threads")
+    print(
+        f"GroundingDINO {detector.config.name} ({params / 1e6:.0f} M params, random weights), 512x512 image, "
+        f"{len(TAGS)} tags, CPU, {torch.get_num_threads()} threads"
+    )
     print(f"  load (auto config): {load_seconds:7.2f} s")
     for name, seconds in result.items():
         print(f"  {name:>17}: {seconds:7.3f} s")
@@ -217,12 +226,12 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
     """
     from transformers import BertConfig, BertTokenizerFast
 
-    from realign_diff.captioner.grounding import SWINT_OGC, GroundingDinoDetector, build_model
-    from realign_diff.captioner.lexicon import all_nouns
-    from realign_diff.captioner.offline_scorer import OfflineScorer, prompt_objects
-    from realign_diff.captioner.pipeline import CaptionerSettings, caption_images
-    from realign_diff.captioner.ram import RamConfig, RamTagger
-    from realign_diff.captioner.sam import SAM_CONFIGS, SamSegmenter, build_sam
+    from realign_diff.dense_captioner.grounding import SWINT_OGC, GroundingDinoDetector, build_model
+    from realign_diff.dense_captioner.lexicon import all_nouns
+    from realign_diff.dense_captioner.offline_scorer import OfflineScorer, prompt_objects
+    from realign_diff.dense_captioner.pipeline import CaptionerSettings, caption_images
+    from realign_diff.dense_captioner.ram import RamConfig, RamTagger
+    from realign_diff.dense_captioner.sam import SAM_CONFIGS, SamSegmenter, build_sam
 
     torch.manual_seed(0)
     config = RamConfig.official("ram")
@@ -232,7 +241,9 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
     with torch.no_grad():
         tagger.label_embed.normal_(0, 0.02)
     with tempfile.TemporaryDirectory(prefix="realign-bench-") as folder:
-        (Path(folder) / "vocab.txt").write_text("\n".join(VOCAB + ["red", "yellow", "wooden", "next", "to", "a", "on"]) + "\n")
+        (Path(folder) / "vocab.txt").write_text(
+            "\n".join(VOCAB + ["red", "yellow", "wooden", "next", "to", "a", "on"]) + "\n"
+        )
         tokenizer = BertTokenizerFast.from_pretrained(folder)
     model = build_model(SWINT_OGC, tokenizer, BertConfig()).eval().requires_grad_(False)
     detector = GroundingDinoDetector(model, tokenizer, SWINT_OGC)
@@ -244,8 +255,9 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
     found = detector.detect(images[batches[0]][0], objects, box_threshold=0.0, text_threshold=0.0)
     confidences = sorted((d.confidence for d in found), reverse=True)
     box_threshold = confidences[min(boxes, len(confidences)) - 1] if confidences else 0.0
-    settings = CaptionerSettings(ram_threshold=0.0, ram_top_k=10, box_threshold=box_threshold, text_threshold=0.0,
-                                 nms_threshold=0.5)
+    settings = CaptionerSettings(
+        ram_threshold=0.0, ram_top_k=10, box_threshold=box_threshold, text_threshold=0.0, nms_threshold=0.5
+    )
 
     stages: dict[int, list[dict[str, float]]] = {b: [] for b in batches}
 
@@ -253,8 +265,16 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
         def call():
             cpu_start = time.process_time()
             marks = [time.perf_counter()]
-            results = caption_images(images[b], CAPTIONER_PROMPT, tagger=tagger, scorer=OfflineScorer(), detector=detector,
-                                     segmenter=segmenter, settings=settings, on_step=lambda n=1: marks.append(time.perf_counter()))
+            results = caption_images(
+                images[b],
+                CAPTIONER_PROMPT,
+                tagger=tagger,
+                scorer=OfflineScorer(),
+                detector=detector,
+                segmenter=segmenter,
+                settings=settings,
+                on_step=lambda n=1: marks.append(time.perf_counter()),
+            )
             # marks: start, tagged, then per image: scored, detected, segmented, done
             split = {"tag": marks[1] - marks[0], "score": 0.0, "detect": 0.0, "segment": 0.0}
             for i in range(b):
@@ -266,6 +286,7 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
             split["process CPU"] = time.process_time() - cpu_start
             stages[b].append(split)
             call.objects = sum(len(r.guidance.objects) for r in results)
+
         return call
 
     runs = {b: run(b) for b in batches}
@@ -274,16 +295,20 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
         for b in batches:  # interleaved
             calls[b] += _timed(runs[b], 1)
     seconds = {f"batch {b}": min(times) for b, times in calls.items()}
-    print(f"Local Dense Captioner end to end, 512x512 images, offline scorer, CPU, {torch.get_num_threads()} threads "
-          f"(RAM Swin-L 384 + GroundingDINO SwinT OGC at 800 px + SAM ViT-B; random weights; "
-          f"{len(objects)} prompt objects grounded, box threshold {box_threshold:.3f} for ~{boxes} boxes)")
+    print(
+        f"Local Dense Captioner end to end, 512x512 images, offline scorer, CPU, {torch.get_num_threads()} threads "
+        f"(RAM Swin-L 384 + GroundingDINO SwinT OGC at 800 px + SAM ViT-B; random weights; "
+        f"{len(objects)} prompt objects grounded, box threshold {box_threshold:.3f} for ~{boxes} boxes)"
+    )
     for b in batches:
         last = stages[b][-1]
         per_stage = ", ".join(f"{name} {value / b:.1f}" for name, value in last.items() if name != "process CPU")
         cpu = last["process CPU"] / b
         every = ", ".join(f"{t:.1f}" for t in calls[b])
-        print(f"  batch {b}: {seconds[f'batch {b}']:7.2f} s per call (best of: {every}), {seconds[f'batch {b}'] / b:6.2f} s "
-              f"per image; last call per image: {per_stage} s, process CPU time {cpu:.1f} s; {runs[b].objects} objects found")
+        print(
+            f"  batch {b}: {seconds[f'batch {b}']:7.2f} s per call (best of: {every}), {seconds[f'batch {b}'] / b:6.2f} s "
+            f"per image; last call per image: {per_stage} s, process CPU time {cpu:.1f} s; {runs[b].objects} objects found"
+        )
     if len(batches) > 1:
         first, last = batches[0], batches[-1]
         ratio = (seconds[f"batch {last}"] / last) / (seconds[f"batch {first}"] / first)

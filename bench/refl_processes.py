@@ -28,7 +28,15 @@ def _command(processes: int, args: list[str]) -> list[str]:
     script = str(ROOT / "training" / "refl.py")
     if processes == 1:
         return [sys.executable, script, *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", script, *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        script,
+        *args,
+    ]
 
 
 def _step_seconds(run_dir: Path) -> list[float]:
@@ -54,19 +62,54 @@ def main() -> None:
         tmp = Path(tmp)
         base = write_tiny_sd1_checkpoint(tmp / "base.safetensors")
         captioner, text_encoder = write_tiny_blip2(tmp / "blip2")
-        common = ["--base", str(base), "--prompts", str(write_prompts(tmp / "p.txt")), "--captioner", str(captioner),
-                  "--text-encoder", str(text_encoder), "--resolution", str(args.resolution), "--num-inference-steps", "4",
-                  "--refl-step-min", "1", "--refl-step-max", "3", "--total-batch-size", "4", "--max-steps",
-                  str(args.steps), "--validation-split", "0", "--checkpointing-steps", "0", "--learning-rate", "1e-3",
-                  "--reward-weight", "1", "--save-dtype", "fp32", "--device", "cpu", "--no-tensorboard", "--no-progress-bar"]
+        common = [
+            "--base",
+            str(base),
+            "--prompts",
+            str(write_prompts(tmp / "p.txt")),
+            "--captioner",
+            str(captioner),
+            "--text-encoder",
+            str(text_encoder),
+            "--resolution",
+            str(args.resolution),
+            "--num-inference-steps",
+            "4",
+            "--refl-step-min",
+            "1",
+            "--refl-step-max",
+            "3",
+            "--total-batch-size",
+            "4",
+            "--max-steps",
+            str(args.steps),
+            "--validation-split",
+            "0",
+            "--checkpointing-steps",
+            "0",
+            "--learning-rate",
+            "1e-3",
+            "--reward-weight",
+            "1",
+            "--save-dtype",
+            "fp32",
+            "--device",
+            "cpu",
+            "--no-tensorboard",
+            "--no-progress-bar",
+        ]
         variants = {"1 process x 4": (1, "4"), "2 processes x 2": (2, "2")}
         seconds = {name: [] for name in variants}
         outputs = {}
         for round_ in range(args.rounds):
             for name, (processes, batch) in variants.items():
                 output = tmp / f"{processes}-{round_}.safetensors"
-                run = subprocess.run(_command(processes, [*common, "--train-batch-size", batch, "--output", str(output)]),
-                                     env=env, capture_output=True, text=True)
+                run = subprocess.run(
+                    _command(processes, [*common, "--train-batch-size", batch, "--output", str(output)]),
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if run.returncode:
                     sys.exit(f"{name} failed:\n{run.stdout[-2000:]}{run.stderr[-3000:]}")
                 seconds[name] += _step_seconds(output.with_name(output.stem + "-run"))
@@ -74,8 +117,10 @@ def main() -> None:
 
     one, two = outputs["1 process x 4"], outputs["2 processes x 2"]
     diff = torch.cat([(one[k].float() - two[k].float()).flatten() for k in one]).abs()
-    print(f"tiny SD-1 UNet, tiny BLIP-2, {args.resolution} px, effective batch 4, {args.steps} steps x {args.rounds} runs "
-          f"each (median step, first step of each run left out)")
+    print(
+        f"tiny SD-1 UNet, tiny BLIP-2, {args.resolution} px, effective batch 4, {args.steps} steps x {args.rounds} runs "
+        f"each (median step, first step of each run left out)"
+    )
     print(f"{'variant':18s} {'step s':>8s}")
     median = {name: statistics.median(values) for name, values in seconds.items()}
     for name, value in median.items():

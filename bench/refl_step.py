@@ -80,16 +80,19 @@ class PeakMemory:
 
 
 def plain_step(trainer: ReFLTrainer) -> None:
-    from realign_diff.refl.step import noise_prediction_loss
-
     from realign_diff.refl import draws
+    from realign_diff.refl.step import noise_prediction_loss
 
     trainer.optimizer.zero_grad(set_to_none=True)
     samples, prompts = trainer.micro_batches(trainer.global_step)[0]
-    latents, noise = trainer._noise(trainer.global_step, samples), trainer._noise(trainer.global_step, samples, "pre_noise")
+    latents, noise = (
+        trainer._noise(trainer.global_step, samples),
+        trainer._noise(trainer.global_step, samples, "pre_noise"),
+    )
     timesteps = draws.integers(0, trainer.ddim.num_train_timesteps - 1, 0, trainer.global_step, samples, "pre_timestep")
-    loss = noise_prediction_loss(trainer.model, trainer.ddim, latents, trainer._encode(prompts), noise, timesteps,
-                                 trainer._autocast())
+    loss = noise_prediction_loss(
+        trainer.model, trainer.ddim, latents, trainer._encode(prompts), noise, timesteps, trainer._autocast()
+    )
     loss.backward()
     trainer.optimizer.step()
 
@@ -119,8 +122,15 @@ def reward_before(scorer, pixels, prompts, prompt_term: bool, sampling: bool) ->
 
 
 def reward_after(scorer, pixels, prompts, prompt_term: bool, sampling: bool) -> None:
-    terms = scorer.reward_terms(pixels, prompts, max_new_tokens=30, num_beams=1, sampling=sampling,
-                                seeds=list(range(len(prompts))), prompt_log_prob=prompt_term)
+    terms = scorer.reward_terms(
+        pixels,
+        prompts,
+        max_new_tokens=30,
+        num_beams=1,
+        sampling=sampling,
+        seeds=list(range(len(prompts))),
+        prompt_log_prob=prompt_term,
+    )
     _surrogate_backward(terms.rewards, terms.log_p_caption, terms.log_p_prompt)
 
 
@@ -157,20 +167,27 @@ def reward_pass_comparison(scorer, device: torch.device, args) -> None:
     if hook is not None:
         hook.remove()
 
-    print(f"reward pass of a micro-step: device {device}, reward {args.reward}, {args.reward_batch} image(s) of "
-          f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, {args.repeats} rounds (median)")
+    print(
+        f"reward pass of a micro-step: device {device}, reward {args.reward}, {args.reward_batch} image(s) of "
+        f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, {args.repeats} rounds (median)"
+    )
     print(f"{'variant':44s} {'ViT passes':>10s} {'time s':>8s} {'peak MiB':>9s}")
     med = _medians(times, peaks, args.verbose)
     for (name, prompt_term, sampling), (t, m) in med.items():
-        label = ("before: score + caption_log_prob" if name == "before" else
-                 f"after: reward_terms ({'sampled' if sampling else 'greedy'})") + (" + prompt" if prompt_term else "")
+        label = (
+            "before: score + caption_log_prob"
+            if name == "before"
+            else f"after: reward_terms ({'sampled' if sampling else 'greedy'})"
+        ) + (" + prompt" if prompt_term else "")
         print(f"{label:44s} {vit[(name, prompt_term, sampling)]:10d} {t:8.3f} {m:9.1f}")
     for prompt_term in (False, True):
         (tb, mb) = med[("before", prompt_term, False)]
         for sampling in (False, True):
             ta, ma = med[("after", prompt_term, sampling)]
-            print(f"after ({'sampled' if sampling else 'greedy'}) / before, {'with' if prompt_term else 'without'} the "
-                  f"prompt term: time x{ta / tb:.2f}, peak memory x{ma / max(mb, 1e-9):.2f}")
+            print(
+                f"after ({'sampled' if sampling else 'greedy'}) / before, {'with' if prompt_term else 'without'} the "
+                f"prompt term: time x{ta / tb:.2f}, peak memory x{ma / max(mb, 1e-9):.2f}"
+            )
 
 
 def _medians(times: dict, peaks: dict, verbose: bool) -> dict:
@@ -203,17 +220,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=64, help="image size (the tiny VAE halves it once)")
     parser.add_argument("--steps", type=int, default=20, help="T, DDIM steps of the rollout")
-    parser.add_argument("--late-step", type=float, default=0.79,
-                        help="gradient step k = round(late_step * T), fixed so every variant does the same work "
-                             "(0.79: the mean of the paper's 30..49 of 50)")
+    parser.add_argument(
+        "--late-step",
+        type=float,
+        default=0.79,
+        help="gradient step k = round(late_step * T), fixed so every variant does the same work "
+        "(0.79: the mean of the paper's 30..49 of 50)",
+    )
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--reward", choices=("blip2-small", "blip2-tiny", "toy"), default="blip2-small",
-                        help="the reward scored and differentiated in the ReFL step")
+    parser.add_argument(
+        "--reward",
+        choices=("blip2-small", "blip2-tiny", "toy"),
+        default="blip2-small",
+        help="the reward scored and differentiated in the ReFL step",
+    )
     parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
-    parser.add_argument("--reward-pass-only", action="store_true",
-                        help="only the reward-pass table (before: score + caption_log_prob; after: reward_terms)")
+    parser.add_argument(
+        "--reward-pass-only",
+        action="store_true",
+        help="only the reward-pass table (before: score + caption_log_prob; after: reward_terms)",
+    )
     parser.add_argument("--reward-batch", type=int, default=1, help="images in the reward-pass table")
     args = parser.parse_args()
     if args.reward_pass_only:
@@ -223,10 +251,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = write_sd15_checkpoint(tmp / "base.safetensors", small_unet=True, tiny_clip_vae=True)
-        config = tiny_config(base, write_prompts(tmp / "p.txt"), tmp / "out.safetensors", resolution=args.resolution,
-                             num_inference_steps=args.steps, refl_step_min=round(args.late_step * args.steps),
-                             refl_step_max=round(args.late_step * args.steps), guidance_scale=args.guidance_scale, device=args.device,
-                             learning_rate=1e-6, max_steps=10**6)
+        config = tiny_config(
+            base,
+            write_prompts(tmp / "p.txt"),
+            tmp / "out.safetensors",
+            resolution=args.resolution,
+            num_inference_steps=args.steps,
+            refl_step_min=round(args.late_step * args.steps),
+            refl_step_max=round(args.late_step * args.steps),
+            guidance_scale=args.guidance_scale,
+            device=args.device,
+            learning_rate=1e-6,
+            max_steps=10**6,
+        )
         if args.reward == "toy":
             scorer = ToyCaptionScorer()
         else:
@@ -237,8 +274,10 @@ def main() -> None:
             scorer = load_caption_reward(str(captioner), str(text_encoder), _device(args.device), None)
         trainer = ReFLTrainer(config, scorer)
         variants = {
-            ("plain", False): plain_step, ("refl", False): refl_step,
-            ("plain", True): plain_step, ("refl", True): refl_step,
+            ("plain", False): plain_step,
+            ("refl", False): refl_step,
+            ("plain", True): plain_step,
+            ("refl", True): refl_step,
         }
         times = {k: [] for k in variants}
         peaks = {k: [] for k in variants}
@@ -256,9 +295,11 @@ def main() -> None:
                     peaks[(name, ckpt)].append(memory.mib)
 
     params = sum(p.numel() for p in trainer.unet.parameters()) / 1e6
-    print(f"device {trainer.device}, UNet {params:.1f} M parameters, {args.resolution} px "
-          f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
-          f"guidance {args.guidance_scale}, reward {args.reward}, batch 1, {args.repeats} rounds (median)")
+    print(
+        f"device {trainer.device}, UNet {params:.1f} M parameters, {args.resolution} px "
+        f"(latent {trainer.latent_size}), T = {args.steps}, gradient step k = {config.refl_step_min}, "
+        f"guidance {args.guidance_scale}, reward {args.reward}, batch 1, {args.repeats} rounds (median)"
+    )
     print(f"{'variant':34s} {'time s':>8s} {'peak MiB':>9s}")
     med = _medians(times, peaks, args.verbose)
     for (name, ckpt), (t, m) in med.items():
@@ -266,7 +307,9 @@ def main() -> None:
     for ckpt in (False, True):
         (tp, mp), (tr, mr) = med[("plain", ckpt)], med[("refl", ckpt)]
         label = "with" if ckpt else "without"
-        print(f"ReFL / plain, {label} gradient checkpointing: time x{tr / tp:.2f}, peak memory x{mr / max(mp, 1e-9):.2f}")
+        print(
+            f"ReFL / plain, {label} gradient checkpointing: time x{tr / tp:.2f}, peak memory x{mr / max(mp, 1e-9):.2f}"
+        )
     for name in ("plain", "refl"):
         (t0, m0), (t1, m1) = med[(name, False)], med[(name, True)]
         print(f"{name}: gradient checkpointing / none: time x{t1 / t0:.2f}, peak memory x{m1 / max(m0, 1e-9):.2f}")

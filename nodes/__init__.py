@@ -43,7 +43,11 @@ def _hide(name: str, reason: str, requirements: list[str] | None = None, nodes: 
     log.warning(
         "[RealignDiff] %s nodes unavailable%s: %s. Install into ComfyUI's Python: python -m pip install %s "
         "(portable Windows: python_embeded\\python.exe -m pip install %s)",
-        name, f" ({', '.join(nodes)})" if nodes else "", reason, install, install,
+        name,
+        f" ({', '.join(nodes)})" if nodes else "",
+        reason,
+        install,
+        install,
     )
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import torch
-import torch.nn.functional as F
-
 from ..realign_diff.attention import SCHEDULES
-from ..realign_diff.guidance import GuidedObject, RealignGuidance, guidance_list, mask_problem
+from ..realign_diff.guidance import guidance_from_mask, guidance_list
 from ..realign_diff.patch_plan import CONDITIONING_MODES, plan_patch
 from ..realign_diff.realign_patch import RealignReplace
-from ..realign_diff.tokens import PUNCTUATION_MARKS, split_words
+from ..realign_diff.tokens import PUNCTUATION_MARKS
 from .common import CATEGORY, GUIDANCE, node_id
 
 POSITIVE_MARK = "realign_diff_positive"  # set on our CONDITIONING so the patch knows its chunks
@@ -33,8 +30,11 @@ def require_sd1(model) -> None:
 
 def cross_attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
     """Every (block, number, transformer index) whose transformer has cross-attention, as ComfyUI keys attn2 patches."""
-    groups = (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]),
-              ("output", diffusion_model.output_blocks))
+    groups = (
+        ("input", diffusion_model.input_blocks),
+        ("middle", [diffusion_model.middle_block]),
+        ("output", diffusion_model.output_blocks),
+    )
     found = []
     for name, blocks in groups:
         for number, block in enumerate(blocks):
@@ -48,7 +48,9 @@ def cross_attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
 def _sd1_tokenizer(clip):
     tokenizer = getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
     if tokenizer is None or not hasattr(tokenizer, "tokenizer"):
-        raise ValueError("Realign Attention Patch needs an SD-1.x CLIP (CLIP-L), the one loaded with an SD-1.5 checkpoint.")
+        raise ValueError(
+            "Realign Attention Patch needs an SD-1.x CLIP (CLIP-L), the one loaded with an SD-1.5 checkpoint."
+        )
     return tokenizer
 
 
@@ -74,7 +76,9 @@ def _positive_finder(replace: RealignReplace, mark: str):
         ours = [c for group in conds if group for c in group if c.get(POSITIVE_MARK) == mark]
         replace.positive_uuids = {c["uuid"] for c in ours}
         if any(c.get("area") is not None for c in ours):
-            replace.warn_once("area", "the realign positive carries an area: guidance masks cover the area, not the image")
+            replace.warn_once(
+                "area", "the realign positive carries an area: guidance masks cover the area, not the image"
+            )
         return executor(model, conds, x_in, timestep, model_options)
 
     return wrapper
@@ -85,7 +89,12 @@ def comfy_attention(q, k, v, extra_options):
     from comfy.ldm.modules.attention import optimized_attention
 
     return optimized_attention(
-        q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options
+        q,
+        k,
+        v,
+        extra_options["n_heads"],
+        attn_precision=extra_options.get("attn_precision"),
+        transformer_options=extra_options,
     )
 
 
@@ -102,12 +111,20 @@ def apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, 
     sd_tokenizer = _sd1_tokenizer(clip)
     tokenize_word = _word_tokenizer(sd_tokenizer)
     skippable = frozenset(i for p in PUNCTUATION_MARKS for i in tokenize_word(p))
-    plan = plan_patch(guidances, lambda text: _stream(clip.tokenize(text)), tokenize_word, skippable, conditioning,
-                      chunk_length=sd_tokenizer.max_length)
+    plan = plan_patch(
+        guidances,
+        lambda text: _stream(clip.tokenize(text)),
+        tokenize_word,
+        skippable,
+        conditioning,
+        chunk_length=sd_tokenizer.max_length,
+    )
     tokens = clip.tokenize(plan.text)
     positive = clip.encode_from_tokens_scheduled(tokens)
     if positive[0][0].shape[1] != plan.prompt_length:
-        raise RuntimeError(f"encoded {positive[0][0].shape[1]} tokens, planned {plan.prompt_length}: please report this")
+        raise RuntimeError(
+            f"encoded {positive[0][0].shape[1]} tokens, planned {plan.prompt_length}: please report this"
+        )
     mark = uuid.uuid4().hex
     positive = [[embedding, {**options, POSITIVE_MARK: mark}] for embedding, options in positive]
 
@@ -159,60 +176,56 @@ class RealignAttentionPatch:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD-1.5 model (ideally the ReFL fine-tuned checkpoint)."}),
-                "clip": ("CLIP", {"tooltip": "The model's CLIP: encodes the fine-stage prompt and locates each object's tokens."}),
-                "guidance": (GUIDANCE, {"tooltip": "Per object: mask, score and local caption, from the Local Dense Captioner or Realign Guidance From Mask."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
-                                       "tooltip": "λ: how hard attention is pushed. 0 leaves the model exactly as it was."}),
-                "schedule": (list(SCHEDULES), {"default": "paper",
-                                               "tooltip": "How λ fades over sampling: paper λ·t/1000, or DenseDiffusion's λ·(t/1000)^5 (use with end_percent ≈ 0.3)."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                          "tooltip": "Stop modulating after this fraction of the sampling steps (1.0: every step)."}),
-                "conditioning": (list(CONDITIONING_MODES), {"default": CONDITIONING_MODES[0],
-                                                            "tooltip": "Append local captions the prompt does not contain (objects scored above 0), or use the prompt alone."}),
+                "clip": (
+                    "CLIP",
+                    {"tooltip": "The model's CLIP: encodes the fine-stage prompt and locates each object's tokens."},
+                ),
+                "guidance": (
+                    GUIDANCE,
+                    {
+                        "tooltip": "Per object: mask, score and local caption, from the Local Dense Captioner or Realign Guidance From Mask."
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 10.0,
+                        "step": 0.05,
+                        "tooltip": "λ: how hard attention is pushed. 0 leaves the model exactly as it was.",
+                    },
+                ),
+                "schedule": (
+                    list(SCHEDULES),
+                    {
+                        "default": "paper",
+                        "tooltip": "How λ fades over sampling: paper λ·t/1000, or DenseDiffusion's λ·(t/1000)^5 (use with end_percent ≈ 0.3).",
+                    },
+                ),
+                "end_percent": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Stop modulating after this fraction of the sampling steps (1.0: every step).",
+                    },
+                ),
+                "conditioning": (
+                    list(CONDITIONING_MODES),
+                    {
+                        "default": CONDITIONING_MODES[0],
+                        "tooltip": "Append local captions the prompt does not contain (objects scored above 0), or use the prompt alone.",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def patch(self, model, clip, guidance, strength, schedule, end_percent, conditioning, unique_id=None):
         return apply_realign_patch(model, clip, guidance, strength, schedule, end_percent, conditioning, unique_id)
-
-
-def _mask_2d(mask: torch.Tensor, label: str) -> torch.Tensor:
-    if mask.dim() == 3:
-        if mask.shape[0] != 1:
-            raise ValueError(f"{label}: one mask per object, got a batch of {mask.shape[0]}; use one node per object.")
-        mask = mask[0]
-    if mask.dim() != 2:
-        raise ValueError(f"{label}: expected a MASK, got a tensor of shape {tuple(mask.shape)}")
-    return mask.float()
-
-
-def _resized(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if tuple(mask.shape) == (height, width):
-        return mask
-    return F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-
-
-def guidance_from_mask(mask, caption, tag, score, prompt, guidance=None) -> list[RealignGuidance]:
-    caption = caption.strip()
-    tag = tag.strip() or (split_words(caption)[-1] if split_words(caption) else "")
-    if not tag:
-        raise ValueError("Give the object a caption (e.g. 'a yellow pen') or a tag (e.g. 'pen').")
-    mask = _mask_2d(mask, f"object {tag!r}")
-    if (problem := mask_problem(mask, tag)) is not None:
-        raise ValueError(problem)
-    prompt = prompt.strip()
-    entries = guidance_list(guidance) if guidance is not None else [RealignGuidance(prompt, mask.shape[1], mask.shape[0])]
-    out = []
-    for entry in entries:
-        if prompt and entry.prompt.strip() and prompt != entry.prompt.strip():
-            raise ValueError(f"This node's prompt differs from the chained guidance's prompt {entry.prompt!r}: leave one empty.")
-        entry_prompt = entry.prompt.strip() or prompt
-        if not entry_prompt:
-            raise ValueError("Write the prompt of the second pass (on this node or the first node of the chain).")
-        obj = GuidedObject(tag=tag, score=score, caption=caption or tag, mask=_resized(mask, entry.height, entry.width))
-        out.append(RealignGuidance(entry_prompt, entry.width, entry.height, [*entry.objects, obj], entry.source or "manual"))
-    return out
 
 
 class RealignGuidanceFromMask:
@@ -224,22 +237,50 @@ class RealignGuidanceFromMask:
     FUNCTION = "build"
     RETURN_TYPES = (GUIDANCE,)
     RETURN_NAMES = ("guidance",)
-    OUTPUT_TOOLTIPS = ("The guidance with this object added, for Realign Attention Patch or the next node of the chain.",)
+    OUTPUT_TOOLTIPS = (
+        "The guidance with this object added, for Realign Attention Patch or the next node of the chain.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "mask": ("MASK", {"tooltip": "Where the object should be (any size: resized to the latent)."}),
-                "caption": ("STRING", {"default": "", "tooltip": "The object as the prompt wants it, e.g. 'a yellow pen'. Found in the prompt, or appended to it."}),
-                "tag": ("STRING", {"default": "", "tooltip": "The object's name, e.g. 'pen'. Empty: the caption's last word."}),
-                "score": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 4.0, "step": 0.5,
-                                    "tooltip": "How surely it belongs: 2 certainly (pushes hard), 0.5 maybe, 0 unlikely."}),
-                "prompt": ("STRING", {"default": "", "multiline": True,
-                                      "tooltip": "The whole prompt. Needed on the first node of a chain; later nodes may leave it empty."}),
+                "caption": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The object as the prompt wants it, e.g. 'a yellow pen'. Found in the prompt, or appended to it.",
+                    },
+                ),
+                "tag": (
+                    "STRING",
+                    {"default": "", "tooltip": "The object's name, e.g. 'pen'. Empty: the caption's last word."},
+                ),
+                "score": (
+                    "FLOAT",
+                    {
+                        "default": 2.0,
+                        "min": 0.0,
+                        "max": 4.0,
+                        "step": 0.5,
+                        "tooltip": "How surely it belongs: 2 certainly (pushes hard), 0.5 maybe, 0 unlikely.",
+                    },
+                ),
+                "prompt": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "The whole prompt. Needed on the first node of a chain; later nodes may leave it empty.",
+                    },
+                ),
             },
             "optional": {
-                "guidance": (GUIDANCE, {"tooltip": "Guidance to add this object to (chain several nodes for several objects)."}),
+                "guidance": (
+                    GUIDANCE,
+                    {"tooltip": "Guidance to add this object to (chain several nodes for several objects)."},
+                ),
             },
         }
 

@@ -30,6 +30,7 @@ def _choices(preferred: set[str]) -> list[str]:
         names = []
     if not names:
         return [NO_MODELS]
+
     def fits(name: str) -> bool:
         path = find_model_dir(FOLDER, name)
         return path is not None and bool(set(read_architectures(path)) & preferred)
@@ -37,7 +38,7 @@ def _choices(preferred: set[str]) -> list[str]:
     return sorted(names, key=lambda name: (not fits(name), name))
 
 
-def resolve_precision(precision: str, load_device) -> "torch.dtype":  # noqa: F821
+def resolve_precision(precision: str, load_device) -> torch.dtype:  # noqa: F821
     import torch
 
     if precision == "auto":
@@ -50,7 +51,9 @@ def _model_dir(name: str, what: str) -> str:
 
     path = find_model_dir(FOLDER, name) if name != NO_MODELS else None
     if path is None:
-        raise FileNotFoundError(missing_model_message(FOLDER, f"{what} folder" + (f" named {name!r}" if name != NO_MODELS else ""), SOURCES))
+        raise FileNotFoundError(
+            missing_model_message(FOLDER, f"{what} folder" + (f" named {name!r}" if name != NO_MODELS else ""), SOURCES)
+        )
     return path
 
 
@@ -64,22 +67,36 @@ class Blip2RewardLoader:
     FUNCTION = "load"
     RETURN_TYPES = (CAPTION_REWARD,)
     RETURN_NAMES = ("caption_reward",)
-    OUTPUT_TOOLTIPS = ("The caption reward model (BLIP-2 captioner + BLIP-2 text encoder), for the Caption Reward Scorer.",)
+    OUTPUT_TOOLTIPS = (
+        "The caption reward model (BLIP-2 captioner + BLIP-2 text encoder), for the Caption Reward Scorer.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "captioner": (_choices(CAPTIONER_ARCHS), {
-                    "tooltip": "BLIP-2 captioner folder in models/blip2 (Blip2ForConditionalGeneration), e.g. "
-                               "blip2-opt-2.7b or blip2-flan-t5-xl from huggingface.co/Salesforce."}),
-                "text_encoder": (_choices(TEXT_ENCODER_ARCHS), {
-                    "tooltip": "BLIP-2 image-text retrieval folder in models/blip2, e.g. blip2-itm-vit-g: only its "
-                               "Q-Former text tower is loaded, to embed caption and prompt."}),
-                "precision": (PRECISIONS, {
-                    "default": "auto",
-                    "tooltip": "Weight precision. auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16. "
-                               "Use bf16 or fp32 with Flan-T5 captioners (fp16 overflows in T5)."}),
+                "captioner": (
+                    _choices(CAPTIONER_ARCHS),
+                    {
+                        "tooltip": "BLIP-2 captioner folder in models/blip2 (Blip2ForConditionalGeneration), e.g. "
+                        "blip2-opt-2.7b or blip2-flan-t5-xl from huggingface.co/Salesforce."
+                    },
+                ),
+                "text_encoder": (
+                    _choices(TEXT_ENCODER_ARCHS),
+                    {
+                        "tooltip": "BLIP-2 image-text retrieval folder in models/blip2, e.g. blip2-itm-vit-g: only its "
+                        "Q-Former text tower is loaded, to embed caption and prompt."
+                    },
+                ),
+                "precision": (
+                    PRECISIONS,
+                    {
+                        "default": "auto",
+                        "tooltip": "Weight precision. auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16. "
+                        "Use bf16 or fp32 with Flan-T5 captioners (fp16 overflows in T5).",
+                    },
+                ),
             }
         }
 
@@ -91,17 +108,21 @@ class Blip2RewardLoader:
         captioner_dir = _model_dir(captioner, "BLIP-2 captioner")
         text_encoder_dir = _model_dir(text_encoder, "BLIP-2 image-text retrieval (text encoder)")
         dtype = resolve_precision(precision, mm.get_torch_device())
-        reward = CaptionReward.from_pretrained(captioner_dir, text_encoder_dir, device=mm.unet_offload_device(), dtype=dtype)
+        reward = CaptionReward.from_pretrained(
+            captioner_dir, text_encoder_dir, device=mm.unet_offload_device(), dtype=dtype
+        )
         return (comfy_runtime.managed(reward),)
 
 
-def score_images(reward: CaptionReward, images, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int,
-                 on_step=None) -> tuple[list[float], list[str], str, float]:
+def score_images(
+    reward: CaptionReward, images, prompt: str, max_new_tokens: int, num_beams: int, batch_size: int, on_step=None
+) -> tuple[list[float], list[str], str, float]:
     """The scorer's work, ComfyUI-free: (rewards, captions, summary, mean reward)."""
     pixels = to_bchw(images)
     prompts = split_prompt_lines(prompt, pixels.shape[0])
-    result: RewardResult = reward.score(pixels, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                        batch_size=batch_size, on_step=on_step)
+    result: RewardResult = reward.score(
+        pixels, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size, on_step=on_step
+    )
     rewards = [float(r) for r in result.rewards]
     return rewards, list(result.captions), result.summary(prompts), sum(rewards) / len(rewards)
 
@@ -131,16 +152,37 @@ class CaptionRewardScorer:
             "required": {
                 "caption_reward": (CAPTION_REWARD, {"tooltip": "From the BLIP-2 Caption Reward Loader."}),
                 "images": ("IMAGE", {"tooltip": "The images to score (a batch is scored in chunks of batch_size)."}),
-                "prompt": ("STRING", {
-                    "multiline": True, "default": "",
-                    "tooltip": "The prompt the images should show. One line: used for every image. Several lines: "
-                               "exactly one per image, in batch order (empty lines are ignored)."}),
-                "max_new_tokens": ("INT", {"default": 30, "min": 1, "max": 256,
-                                           "tooltip": "Longest caption BLIP-2 may write, in tokens."}),
-                "num_beams": ("INT", {"default": 1, "min": 1, "max": 16,
-                                      "tooltip": "1: greedy captions (fastest). More: beam search (better captions, slower)."}),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 128,
-                                       "tooltip": "Images captioned at once. Lower it if the GPU runs out of memory."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "The prompt the images should show. One line: used for every image. Several lines: "
+                        "exactly one per image, in batch order (empty lines are ignored).",
+                    },
+                ),
+                "max_new_tokens": (
+                    "INT",
+                    {"default": 30, "min": 1, "max": 256, "tooltip": "Longest caption BLIP-2 may write, in tokens."},
+                ),
+                "num_beams": (
+                    "INT",
+                    {
+                        "default": 1,
+                        "min": 1,
+                        "max": 16,
+                        "tooltip": "1: greedy captions (fastest). More: beam search (better captions, slower).",
+                    },
+                ),
+                "batch_size": (
+                    "INT",
+                    {
+                        "default": 8,
+                        "min": 1,
+                        "max": 128,
+                        "tooltip": "Images captioned at once. Lower it if the GPU runs out of memory.",
+                    },
+                ),
             }
         }
 
@@ -149,7 +191,12 @@ class CaptionRewardScorer:
 
         comfy_runtime.load(caption_reward, full=True)
         rewards, captions, summary, mean = score_images(
-            caption_reward.model, images, prompt, max_new_tokens, num_beams, batch_size,
+            caption_reward.model,
+            images,
+            prompt,
+            max_new_tokens,
+            num_beams,
+            batch_size,
             on_step=comfy_runtime.progress(int(images.shape[0])),
         )
         return {"ui": {"text": [summary]}, "result": (rewards, captions, summary, mean)}

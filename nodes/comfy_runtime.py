@@ -15,7 +15,9 @@ def managed(module: torch.nn.Module):
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
 
 
 def load(patcher, full: bool = True) -> torch.device:

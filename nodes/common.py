@@ -3,9 +3,9 @@
 CATEGORY = "RealignDiff"
 GUIDANCE = "REALIGN_GUIDANCE"  # a list of realign_diff.guidance.RealignGuidance, one per image
 # ComfyUI ModelPatchers around the captioner's models (see nodes/comfy_runtime.managed)
-RAM = "REALIGN_RAM"  # realign_diff.captioner.ram.RamTagger
-GROUNDING_DINO = "REALIGN_GROUNDING_DINO"  # realign_diff.captioner.grounding.GroundingDinoDetector
-SAM = "REALIGN_SAM"  # realign_diff.captioner.sam.SamSegmenter
+RAM = "REALIGN_RAM"  # realign_diff.dense_captioner.ram.RamTagger
+GROUNDING_DINO = "REALIGN_GROUNDING_DINO"  # realign_diff.dense_captioner.grounding.GroundingDinoDetector
+SAM = "REALIGN_SAM"  # realign_diff.dense_captioner.sam.SamSegmenter
 
 
 def node_id(name: str) -> str:

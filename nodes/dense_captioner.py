@@ -1,13 +1,13 @@
 """Local Dense Captioner: RAM tags + scores and local captions (offline or LLM) + Grounded-SAM masks.
 
-The work is done by ``realign_diff.captioner.pipeline``; this module only wires ComfyUI's types,
+The work is done by ``realign_diff.dense_captioner.pipeline``; this module only wires ComfyUI's types,
 memory management and progress bar to it.
 """
 
 from __future__ import annotations
 
-from ..realign_diff.captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
-from ..realign_diff.captioner.llm import SCORER_MODES
+from ..realign_diff.dense_captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
+from ..realign_diff.dense_captioner.llm import SCORER_MODES
 from .common import CATEGORY, GROUNDING_DINO, GUIDANCE, RAM, SAM, node_id
 
 
@@ -40,42 +40,133 @@ class LocalDenseCaptioner:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "The coarse image(s). A batch gives one guidance per image."}),
-                "prompt": ("STRING", {"multiline": True, "default": "",
-                                      "tooltip": "The prompt the image was generated from (the positive prompt). Required: the second pass is sampled from it."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "The prompt the image was generated from (the positive prompt). Required: the second pass is sampled from it.",
+                    },
+                ),
                 "ram": (RAM, {"tooltip": "The RAM / RAM++ tagger, from the RAM Loader node."}),
                 "grounding_dino": (GROUNDING_DINO, {"tooltip": "GroundingDINO, from its loader node: boxes per tag."}),
                 "sam": (SAM, {"tooltip": "Segment Anything, from its loader node: a mask per box."}),
-                "scorer": (list(SCORER_MODES), {"default": "offline", "tooltip": (
-                    "Who scores the tags and writes the local captions. offline: rules on the prompt's own words, no "
-                    "network. openai-compatible: the LLM endpoint configured by environment variables or "
-                    "realign_diff_llm.json (the API key never goes in a widget); on any failure it falls back to "
-                    "offline and the json output says why.")}),
-                "ram_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
-                    "Tag confidence threshold for every tag. 0 uses RAM's per-class thresholds (recommended).")}),
-                "ram_top_k": ("INT", {"default": 20, "min": 0, "max": 500, "tooltip": (
-                    "Keep at most this many tags per image, most confident first. 0: no limit.")}),
-                "box_threshold": ("FLOAT", {"default": BOX_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "GroundingDINO: minimum box confidence."}),
-                "text_threshold": ("FLOAT", {"default": TEXT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "GroundingDINO: minimum confidence that a box matches the tag's words."}),
-                "nms_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Boxes overlapping more than this (IoU) are merged by non-maximum suppression."}),
-                "add_prompt_objects": ("BOOLEAN", {"default": True, "tooltip": (
-                    "Also look for the objects the prompt names that RAM did not tag (a small or half-drawn object "
-                    "is exactly what the fine stage should fix).")}),
+                "scorer": (
+                    list(SCORER_MODES),
+                    {
+                        "default": "offline",
+                        "tooltip": (
+                            "Who scores the tags and writes the local captions. offline: rules on the prompt's own words, no "
+                            "network. openai-compatible: the LLM endpoint configured by environment variables or "
+                            "realign_diff_llm.json (the API key never goes in a widget); on any failure it falls back to "
+                            "offline and the json output says why."
+                        ),
+                    },
+                ),
+                "ram_threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": (
+                            "Tag confidence threshold for every tag. 0 uses RAM's per-class thresholds (recommended)."
+                        ),
+                    },
+                ),
+                "ram_top_k": (
+                    "INT",
+                    {
+                        "default": 20,
+                        "min": 0,
+                        "max": 500,
+                        "tooltip": ("Keep at most this many tags per image, most confident first. 0: no limit."),
+                    },
+                ),
+                "box_threshold": (
+                    "FLOAT",
+                    {
+                        "default": BOX_THRESHOLD,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "GroundingDINO: minimum box confidence.",
+                    },
+                ),
+                "text_threshold": (
+                    "FLOAT",
+                    {
+                        "default": TEXT_THRESHOLD,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "GroundingDINO: minimum confidence that a box matches the tag's words.",
+                    },
+                ),
+                "nms_threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Boxes overlapping more than this (IoU) are merged by non-maximum suppression.",
+                    },
+                ),
+                "add_prompt_objects": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": (
+                            "Also look for the objects the prompt names that RAM did not tag (a small or half-drawn object "
+                            "is exactly what the fine stage should fix)."
+                        ),
+                    },
+                ),
             },
             "optional": {
-                "llm_model": ("STRING", {"default": "", "tooltip": (
-                    "openai-compatible only: the model name, e.g. gpt-4o-mini or llama3.1:8b. Empty: the configured "
-                    "one (REALIGN_DIFF_LLM_MODEL or realign_diff_llm.json; default gpt-4o-mini).")}),
-                "llm_base_url": ("STRING", {"default": "", "tooltip": (
-                    "openai-compatible only: the endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama. Empty: the "
-                    "configured one. Your API key is only sent to the configured endpoint, never to a URL typed here.")}),
-                "exclude_tags": ("STRING", {"default": "", "multiline": True, "tooltip": (
-                    "Tags never used, from RAM or from the prompt, separated by commas or lines (e.g. 'background, wall').")}),
-                "ram_threshold_overrides": ("STRING", {"default": "", "multiline": True, "tooltip": (
-                    "Per-tag RAM thresholds that win over ram_threshold, e.g. 'person: 0.9, sky: 0.5' (commas or lines). "
-                    "A name not in RAM's tag list is an error that names it.")}),
+                "llm_model": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": (
+                            "openai-compatible only: the model name, e.g. gpt-4o-mini or llama3.1:8b. Empty: the configured "
+                            "one (REALIGN_DIFF_LLM_MODEL or realign_diff_llm.json; default gpt-4o-mini)."
+                        ),
+                    },
+                ),
+                "llm_base_url": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": (
+                            "openai-compatible only: the endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama. Empty: the "
+                            "configured one. Your API key is only sent to the configured endpoint, never to a URL typed here."
+                        ),
+                    },
+                ),
+                "exclude_tags": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": (
+                            "Tags never used, from RAM or from the prompt, separated by commas or lines (e.g. 'background, wall')."
+                        ),
+                    },
+                ),
+                "ram_threshold_overrides": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": (
+                            "Per-tag RAM thresholds that win over ram_threshold, e.g. 'person: 0.9, sky: 0.5' (commas or lines). "
+                            "A name not in RAM's tag list is an error that names it."
+                        ),
+                    },
+                ),
             },
         }
 
@@ -84,22 +175,38 @@ class LocalDenseCaptioner:
         """Re-run after an LLM failure or a change of the LLM configuration; otherwise ComfyUI's cache decides."""
         if scorer != "openai-compatible":
             return ""
-        from ..realign_diff.captioner.llm import configuration_token
+        from ..realign_diff.dense_captioner.llm import configuration_token
 
         return configuration_token()
 
-    def caption(self, image, prompt, ram, grounding_dino, sam, scorer, ram_threshold, ram_top_k, box_threshold,
-                text_threshold, nms_threshold, add_prompt_objects, llm_model="", llm_base_url="", exclude_tags="",
-                ram_threshold_overrides=""):
-        from ..realign_diff.captioner.llm import build_scorer
-        from ..realign_diff.captioner.pipeline import (
+    def caption(
+        self,
+        image,
+        prompt,
+        ram,
+        grounding_dino,
+        sam,
+        scorer,
+        ram_threshold,
+        ram_top_k,
+        box_threshold,
+        text_threshold,
+        nms_threshold,
+        add_prompt_objects,
+        llm_model="",
+        llm_base_url="",
+        exclude_tags="",
+        ram_threshold_overrides="",
+    ):
+        from ..realign_diff.dense_captioner.llm import build_scorer
+        from ..realign_diff.dense_captioner.pipeline import (
             CaptionerSettings,
             caption_images,
             guidance_json,
             masks_batch,
             progress_steps,
         )
-        from ..realign_diff.captioner.preview import draw_batch
+        from ..realign_diff.dense_captioner.preview import draw_batch
         from ..realign_diff.guidance import require_prompt
         from .ram import parse_tag_names, parse_threshold_overrides
 

@@ -13,16 +13,19 @@ import re
 
 import torch
 
-from ..realign_diff.captioner import grounded_sam, grounding, sam
-from ..realign_diff.captioner.grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, SAM_FILES
-from ..realign_diff.captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
+from ..realign_diff.dense_captioner import grounded_sam, grounding, sam
+from ..realign_diff.dense_captioner.grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, SAM_FILES
+from ..realign_diff.dense_captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from . import model_folders
 from .common import CATEGORY, GROUNDING_DINO, SAM, node_id
 
 BERT_FOLDER = "bert-base-uncased"  # the folder itself (where other packs put it) or one sub-folder of it
 # Imported only when a model loads; without them these nodes are hidden and the log says what to install.
-REQUIRES = {"groundingdino": "groundingdino-py>=0.4.0", "segment_anything": "segment-anything>=1.0",
-            "transformers": "transformers>=4.51"}
+REQUIRES = {
+    "groundingdino": "groundingdino-py>=0.4.0",
+    "segment_anything": "segment-anything>=1.0",
+    "transformers": "transformers>=4.51",
+}
 
 
 def bert_choices() -> list[str]:
@@ -43,7 +46,9 @@ def resolve_bert_dir(choice: str) -> str:
         for root in model_folders.folder_paths_for(BERT_FOLDER):
             if os.path.isfile(os.path.join(root, "config.json")):
                 return root
-    raise FileNotFoundError(model_folders.missing_model_message(BERT_FOLDER, f"bert-base-uncased folder ({choice})", BERT_SOURCE))
+    raise FileNotFoundError(
+        model_folders.missing_model_message(BERT_FOLDER, f"bert-base-uncased folder ({choice})", BERT_SOURCE)
+    )
 
 
 def parse_tags(text: str) -> list[str]:
@@ -52,13 +57,22 @@ def parse_tags(text: str) -> list[str]:
     return list(dict.fromkeys(t for t in tags if t))
 
 
-def masks_and_labels(per_image: list[list[grounded_sam.GroundedObject]], height: int, width: int) -> tuple[torch.Tensor, list[dict]]:
+def masks_and_labels(
+    per_image: list[list[grounded_sam.GroundedObject]], height: int, width: int
+) -> tuple[torch.Tensor, list[dict]]:
     """All objects' masks as one MASK batch (a single empty mask when nothing was found) and their labels."""
     masks, labels = [], []
     for index, objects in enumerate(per_image):
         for obj in objects:
-            labels.append({"image": index, "mask": len(masks), "tag": obj.tag, "box": [round(v, 2) for v in obj.box],
-                           "confidence": round(obj.confidence, 4)})
+            labels.append(
+                {
+                    "image": index,
+                    "mask": len(masks),
+                    "tag": obj.tag,
+                    "box": [round(v, 2) for v in obj.box],
+                    "confidence": round(obj.confidence, 4),
+                }
+            )
             masks.append(obj.mask)
     if not masks:
         return torch.zeros((1, height, width), dtype=torch.float32), labels
@@ -83,15 +97,27 @@ class GroundingDinoLoader:
 
         return {
             "required": {
-                "model_name": (folder_paths.get_filename_list("grounding-dino"), {
-                    "tooltip": f"Checkpoint in models/grounding-dino. Get {GROUNDING_DINO_FILES['swint_ogc'][0]} from "
-                               f"{GROUNDING_DINO_FILES['swint_ogc'][2]}"}),
-                "bert": (bert_choices(), {
-                    "tooltip": "The bert-base-uncased folder (config.json + vocab.txt): models/bert-base-uncased itself "
-                               f"or a sub-folder of it. Get it from {BERT_SOURCE}"}),
-                "config": (["auto", *grounding.CONFIGS], {
-                    "default": "auto",
-                    "tooltip": "Architecture: auto reads it from the checkpoint (SwinT OGC or SwinB)."}),
+                "model_name": (
+                    folder_paths.get_filename_list("grounding-dino"),
+                    {
+                        "tooltip": f"Checkpoint in models/grounding-dino. Get {GROUNDING_DINO_FILES['swint_ogc'][0]} from "
+                        f"{GROUNDING_DINO_FILES['swint_ogc'][2]}"
+                    },
+                ),
+                "bert": (
+                    bert_choices(),
+                    {
+                        "tooltip": "The bert-base-uncased folder (config.json + vocab.txt): models/bert-base-uncased itself "
+                        f"or a sub-folder of it. Get it from {BERT_SOURCE}"
+                    },
+                ),
+                "config": (
+                    ["auto", *grounding.CONFIGS],
+                    {
+                        "default": "auto",
+                        "tooltip": "Architecture: auto reads it from the checkpoint (SwinT OGC or SwinB).",
+                    },
+                ),
             }
         }
 
@@ -102,8 +128,11 @@ class GroundingDinoLoader:
 
         path = folder_paths.get_full_path("grounding-dino", model_name)
         if path is None:
-            raise FileNotFoundError(model_folders.missing_model_message(
-                "grounding-dino", f"GroundingDINO checkpoint {model_name!r}", GROUNDING_DINO_FILES["swint_ogc"][2]))
+            raise FileNotFoundError(
+                model_folders.missing_model_message(
+                    "grounding-dino", f"GroundingDINO checkpoint {model_name!r}", GROUNDING_DINO_FILES["swint_ogc"][2]
+                )
+            )
         detector = grounding.load_grounding_dino(path, resolve_bert_dir(bert), config=config)
         return (managed(detector),)
 
@@ -125,11 +154,17 @@ class SamLoader:
 
         return {
             "required": {
-                "model_name": (folder_paths.get_filename_list("sams"), {
-                    "tooltip": f"Checkpoint in models/sams. Get {SAM_FILES['vit_b'][0]} from {SAM_FILES['vit_b'][2]}"}),
-                "model_type": (["auto", *sam.SAM_CONFIGS], {
-                    "default": "auto",
-                    "tooltip": "auto reads the model type from the checkpoint; a fixed type must match the file."}),
+                "model_name": (
+                    folder_paths.get_filename_list("sams"),
+                    {"tooltip": f"Checkpoint in models/sams. Get {SAM_FILES['vit_b'][0]} from {SAM_FILES['vit_b'][2]}"},
+                ),
+                "model_type": (
+                    ["auto", *sam.SAM_CONFIGS],
+                    {
+                        "default": "auto",
+                        "tooltip": "auto reads the model type from the checkpoint; a fixed type must match the file.",
+                    },
+                ),
             }
         }
 
@@ -140,7 +175,9 @@ class SamLoader:
 
         path = folder_paths.get_full_path("sams", model_name)
         if path is None:
-            raise FileNotFoundError(model_folders.missing_model_message("sams", f"SAM checkpoint {model_name!r}", SAM_FILES["vit_b"][2]))
+            raise FileNotFoundError(
+                model_folders.missing_model_message("sams", f"SAM checkpoint {model_name!r}", SAM_FILES["vit_b"][2])
+            )
         return (managed(sam.load_sam(path, model_type=model_type)),)
 
 
@@ -165,14 +202,44 @@ class GroundedSamMasks:
                 "grounding_dino": (GROUNDING_DINO, {"tooltip": "From GroundingDINO Loader."}),
                 "sam": (SAM, {"tooltip": "From SAM Loader."}),
                 "image": ("IMAGE", {"tooltip": "Image(s) to segment."}),
-                "tags": ("STRING", {"default": "", "multiline": True,
-                                    "tooltip": "Objects to find, separated by commas or new lines, e.g. 'book, pen'."}),
-                "box_threshold": ("FLOAT", {"default": BOX_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Minimum detection confidence of a box."}),
-                "text_threshold": ("FLOAT", {"default": TEXT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "Minimum score of the tag's words for a box to count as that tag."}),
-                "nms_threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Boxes of the same tag overlapping more than this (IoU) are merged."}),
+                "tags": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "Objects to find, separated by commas or new lines, e.g. 'book, pen'.",
+                    },
+                ),
+                "box_threshold": (
+                    "FLOAT",
+                    {
+                        "default": BOX_THRESHOLD,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Minimum detection confidence of a box.",
+                    },
+                ),
+                "text_threshold": (
+                    "FLOAT",
+                    {
+                        "default": TEXT_THRESHOLD,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Minimum score of the tag's words for a box to count as that tag.",
+                    },
+                ),
+                "nms_threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Boxes of the same tag overlapping more than this (IoU) are merged.",
+                    },
+                ),
             }
         }
 
@@ -183,7 +250,9 @@ class GroundedSamMasks:
         detector, segmenter = load_all(grounding_dino, sam)
         step = progress(grounded_sam.GROUND_TAGS_STEPS * image.shape[0])
         per_image = [
-            grounded_sam.ground_tags(detector, segmenter, frame, tag_list, box_threshold, text_threshold, nms_threshold, on_step=step)
+            grounded_sam.ground_tags(
+                detector, segmenter, frame, tag_list, box_threshold, text_threshold, nms_threshold, on_step=step
+            )
             for frame in image
         ]
         masks, labels = masks_and_labels(per_image, image.shape[1], image.shape[2])

@@ -73,7 +73,9 @@ def _report_skipped(name: str, marker: str, skipped: frozenset[str]) -> None:
     if (name, skipped) in _reported:
         return
     _reported.add((name, skipped))
-    log.warning("[RealignDiff] models/%s: skipped %s (no %s: an incomplete download?)", name, ", ".join(sorted(skipped)), marker)
+    log.warning(
+        "[RealignDiff] models/%s: skipped %s (no %s: an incomplete download?)", name, ", ".join(sorted(skipped)), marker
+    )
 
 
 def find_model_dir(name: str, entry: str) -> str | None:

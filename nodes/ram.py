@@ -1,7 +1,7 @@
 """RAM (Recognize Anything / RAM++) nodes: the loader, and a tagger usable on its own.
 
 Other nodes take the loader's ``REALIGN_RAM`` output (a ComfyUI ModelPatcher around
-``realign_diff.captioner.ram.RamTagger``) and call ``loaded_tagger(ram)`` to get the module on its device.
+``realign_diff.dense_captioner.ram.RamTagger``) and call ``loaded_tagger(ram)`` to get the module on its device.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ def _dtype(precision: str, device):
         return torch.bfloat16
     import comfy.model_management as mm
 
-    return torch.float16 if device.type != "cpu" and mm.should_use_fp16(device, prioritize_performance=False) else torch.float32
+    return (
+        torch.float16
+        if device.type != "cpu" and mm.should_use_fp16(device, prioritize_performance=False)
+        else torch.float32
+    )
 
 
 class RamLoader:
@@ -68,19 +72,26 @@ class RamLoader:
             "required": {
                 "ckpt_name": (
                     folder_paths.get_filename_list("ram"),
-                    {"tooltip": "RAM (ram_swin_large_14m.pth) or RAM++ (ram_plus_swin_large_14m.pth) checkpoint in "
-                                "models/ram. ram_tag_list.txt and ram_tag_list_threshold.txt must sit beside it."},
+                    {
+                        "tooltip": "RAM (ram_swin_large_14m.pth) or RAM++ (ram_plus_swin_large_14m.pth) checkpoint in "
+                        "models/ram. ram_tag_list.txt and ram_tag_list_threshold.txt must sit beside it."
+                    },
                 ),
                 "precision": (
                     list(PRECISIONS),
-                    {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU that supports it, else fp32."},
+                    {
+                        "default": "auto",
+                        "tooltip": "Weight precision. auto: fp16 on a GPU that supports it, else fp32.",
+                    },
                 ),
             }
         }
 
     RETURN_TYPES = (RAM,)
     RETURN_NAMES = ("ram",)
-    OUTPUT_TOOLTIPS = ("The RAM / RAM++ image tagger (4,585 tags), for the RAM Tagger and Local Dense Captioner nodes.",)
+    OUTPUT_TOOLTIPS = (
+        "The RAM / RAM++ image tagger (4,585 tags), for the RAM Tagger and Local Dense Captioner nodes.",
+    )
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = (
@@ -92,7 +103,7 @@ class RamLoader:
         import comfy.model_management as mm
         import folder_paths
 
-        from ..realign_diff.captioner.ram import RAM_PLUS_URL, RAM_URL, load_ram
+        from ..realign_diff.dense_captioner.ram import RAM_PLUS_URL, RAM_URL, load_ram
         from . import comfy_runtime
         from .model_folders import missing_model_message
 
@@ -114,19 +125,32 @@ class RamTag:
                 "image": ("IMAGE", {"tooltip": "Images to tag (each is resized to the model's 384x384 input)."}),
                 "threshold": (
                     "FLOAT",
-                    {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                     "tooltip": "0: each tag's own threshold (ram_tag_list_threshold.txt). Above 0: this threshold for every tag."},
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "0: each tag's own threshold (ram_tag_list_threshold.txt). Above 0: this threshold for every tag.",
+                    },
                 ),
                 "top_k": (
                     "INT",
-                    {"default": 0, "min": 0, "max": 10000, "tooltip": "At most this many tags per image, best first. 0: no limit."},
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 10000,
+                        "tooltip": "At most this many tags per image, best first. 0: no limit.",
+                    },
                 ),
             },
             "optional": {
                 "threshold_overrides": (
                     "STRING",
-                    {"default": "", "multiline": True,
-                     "tooltip": "Per-tag thresholds that win over the others, e.g. 'person: 0.9, sky: 0.5' (commas or lines)."},
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "Per-tag thresholds that win over the others, e.g. 'person: 0.9, sky: 0.5' (commas or lines).",
+                    },
                 ),
                 "exclude": (
                     "STRING",
@@ -139,7 +163,7 @@ class RamTag:
     RETURN_NAMES = ("tags", "scores_json")
     OUTPUT_TOOLTIPS = (
         "Tags per image, best first, separated by ', '; one line per image of the batch.",
-        "JSON: one list per image of {\"tag\": name, \"score\": probability}, best first.",
+        'JSON: one list per image of {"tag": name, "score": probability}, best first.',
     )
     FUNCTION = "tag"
     CATEGORY = CATEGORY

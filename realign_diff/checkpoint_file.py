@@ -93,8 +93,10 @@ def pickled_code(error: Exception) -> str | None:
 def download_hint(path: str, expected: ModelSource | None) -> str:
     if expected is None:
         return f"Download (or export) {os.path.basename(path)} again."
-    return (f"Download the {expected.what} again from {expected.source} and put it in ComfyUI's "
-            f"models/{expected.folder} folder.")
+    return (
+        f"Download the {expected.what} again from {expected.source} and put it in ComfyUI's "
+        f"models/{expected.folder} folder."
+    )
 
 
 def unreadable_message(path: str, problem: str, expected: ModelSource | None = None) -> str:
@@ -102,15 +104,20 @@ def unreadable_message(path: str, problem: str, expected: ModelSource | None = N
 
 
 def code_message(path: str, code: str, expected: ModelSource | None = None) -> str:
-    where = (f"Get the official {expected.what} from {expected.source} and put it in ComfyUI's models/{expected.folder} folder."
-             if expected else "Use a .safetensors file, or a checkpoint that holds only tensors.")
+    where = (
+        f"Get the official {expected.what} from {expected.source} and put it in ComfyUI's models/{expected.folder} folder."
+        if expected
+        else "Use a .safetensors file, or a checkpoint that holds only tensors."
+    )
     return f"{code_problem(os.path.basename(path), code)} {where} ({path})"
 
 
 def code_problem(name: str, code: str) -> str:
     """Why a file with pickled objects is refused; never the advice to load it with weights_only=False."""
-    return (f"{name} contains Python code (pickled objects such as {code}), not only tensors, so it is not loaded: "
-            "loading it could run code on this machine.")
+    return (
+        f"{name} contains Python code (pickled objects such as {code}), not only tensors, so it is not loaded: "
+        "loading it could run code on this machine."
+    )
 
 
 # ---- what a bad file looks like -----------------------------------------------------------------------
@@ -124,8 +131,10 @@ def file_problem(path: str | os.PathLike) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(4096)
     if head.startswith(LFS_POINTER):
-        return (f"a git-lfs pointer file ({size} bytes), not the model itself (a git clone made without "
-                "git-lfs: `git lfs pull` in that clone fetches the file)")
+        return (
+            f"a git-lfs pointer file ({size} bytes), not the model itself (a git clone made without "
+            "git-lfs: `git lfs pull` in that clone fetches the file)"
+        )
     text = _as_text(head)
     if text is not None:
         if text.lstrip().lower().startswith(("<!doctype html", "<html")):
@@ -174,7 +183,9 @@ def _safetensors_problem(path: str, head: bytes, size: int) -> str | None:
             header = json.loads(handle.read(length))
         except ValueError:
             return "damaged (its safetensors header is not readable)"
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if isinstance(entry, dict) and "data_offsets" in entry]
+    ends = [
+        entry["data_offsets"][1] for key, entry in header.items() if isinstance(entry, dict) and "data_offsets" in entry
+    ]
     needed = 8 + length + max(ends, default=0)
     if needed > size:
         return f"truncated ({size} of {needed} bytes: an interrupted download?)"

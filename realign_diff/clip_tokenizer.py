@@ -22,7 +22,9 @@ _MERGES_END = 49152 - 256 - 2 + 1  # as open_clip slices its file: 48,894 merges
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable character table (a BPE vocabulary works on these characters)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for byte in range(256):
@@ -38,7 +40,9 @@ def build_from_open_clip_bpe(bpe_gz: Path, out_dir: Path) -> Path:
     lines = gzip.open(bpe_gz).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1:_MERGES_END]]
     base = list(_bytes_to_unicode().values())
-    vocab = base + [token + "</w>" for token in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = (
+        base + [token + "</w>" for token in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_vocab, tmp_merges = out_dir / "vocab.json.tmp", out_dir / "merges.txt.tmp"
     tmp_vocab.write_text(json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8")

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+
+from .tokens import split_words
 
 VALID_SCORES = (0.0, 0.5, 2.0)
 MASK_THRESHOLD = 0.5  # the patch counts a pixel as inside the object when its mask value is above this
@@ -113,3 +116,47 @@ def guidance_list(value) -> list[RealignGuidance]:
             f"got {type(value).__name__}."
         )
     return list(items)
+
+
+def _mask_2d(mask: torch.Tensor, label: str) -> torch.Tensor:
+    if mask.dim() == 3:
+        if mask.shape[0] != 1:
+            raise ValueError(f"{label}: one mask per object, got a batch of {mask.shape[0]}; use one node per object.")
+        mask = mask[0]
+    if mask.dim() != 2:
+        raise ValueError(f"{label}: expected a MASK, got a tensor of shape {tuple(mask.shape)}")
+    return mask.float()
+
+
+def _resized(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if tuple(mask.shape) == (height, width):
+        return mask
+    return F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def guidance_from_mask(mask, caption, tag, score, prompt, guidance=None) -> list[RealignGuidance]:
+    caption = caption.strip()
+    tag = tag.strip() or (split_words(caption)[-1] if split_words(caption) else "")
+    if not tag:
+        raise ValueError("Give the object a caption (e.g. 'a yellow pen') or a tag (e.g. 'pen').")
+    mask = _mask_2d(mask, f"object {tag!r}")
+    if (problem := mask_problem(mask, tag)) is not None:
+        raise ValueError(problem)
+    prompt = prompt.strip()
+    entries = (
+        guidance_list(guidance) if guidance is not None else [RealignGuidance(prompt, mask.shape[1], mask.shape[0])]
+    )
+    out = []
+    for entry in entries:
+        if prompt and entry.prompt.strip() and prompt != entry.prompt.strip():
+            raise ValueError(
+                f"This node's prompt differs from the chained guidance's prompt {entry.prompt!r}: leave one empty."
+            )
+        entry_prompt = entry.prompt.strip() or prompt
+        if not entry_prompt:
+            raise ValueError("Write the prompt of the second pass (on this node or the first node of the chain).")
+        obj = GuidedObject(tag=tag, score=score, caption=caption or tag, mask=_resized(mask, entry.height, entry.width))
+        out.append(
+            RealignGuidance(entry_prompt, entry.width, entry.height, [*entry.objects, obj], entry.source or "manual")
+        )
+    return out

@@ -66,11 +66,16 @@ def _shared_prompt(guidances: Sequence[RealignGuidance]) -> str:
 def _sampling_notes(guidances: Sequence[RealignGuidance]) -> list[str]:
     """What sampling must match (the warnings it would otherwise log only on the console, mid-sampling)."""
     sizes = {(g.width, g.height) for g in guidances}
-    notes = [f"masks are {w}x{h}: sample a latent of that aspect ratio (e.g. {w}x{h} pixels, latent {w // 8}x{h // 8}), "
-             "or they are stretched to fit" for w, h in sorted(sizes)]
+    notes = [
+        f"masks are {w}x{h}: sample a latent of that aspect ratio (e.g. {w}x{h} pixels, latent {w // 8}x{h // 8}), "
+        "or they are stretched to fit"
+        for w, h in sorted(sizes)
+    ]
     if len(guidances) > 1:
-        notes.append(f"guidance for {len(guidances)} images: sample a batch of {len(guidances)} latents; another batch "
-                     "size reuses the guidance in turn")
+        notes.append(
+            f"guidance for {len(guidances)} images: sample a batch of {len(guidances)} latents; another batch "
+            "size reuses the guidance in turn"
+        )
     return notes
 
 
@@ -86,7 +91,9 @@ def plan_patch(
         raise ValueError(f"unknown conditioning mode {mode!r}; expected one of {CONDITIONING_MODES}")
     if not guidances:
         raise ValueError("The guidance is empty: it needs one entry per image (an entry may have no objects).")
-    prompt = require_prompt(_shared_prompt(guidances), "Local Dense Captioner (or the first Realign Guidance From Mask)")
+    prompt = require_prompt(
+        _shared_prompt(guidances), "Local Dense Captioner (or the first Realign Guidance From Mask)"
+    )
     notes = _sampling_notes(guidances)
     usable = []
     for index, guidance in enumerate(guidances):

@@ -117,7 +117,10 @@ class RealignReplace:
             return self._strength_of[1]
         sigma = sigmas.detach().flatten()[0].float()
         strength = 0.0
-        if self.end_percent >= 1.0 or sampling_progress(float(sigma), extra_options.get("sample_sigmas")) < self.end_percent:
+        if (
+            self.end_percent >= 1.0
+            or sampling_progress(float(sigma), extra_options.get("sample_sigmas")) < self.end_percent
+        ):
             timestep = float(self.sigma_to_timestep(sigma.reshape(1)).flatten()[0])
             strength = timestep_strength(self.strength, timestep, self.schedule)
         self._strength_of = (sigmas, strength)
@@ -162,7 +165,10 @@ class RealignReplace:
                         "aspect",
                         "guidance masks are %dx%d but the latent is %dx%d (width x height at this layer): "
                         "the masks are stretched to fit",
-                        mask_w, mask_h, width, height,
+                        mask_w,
+                        mask_h,
+                        width,
+                        height,
                     )
 
     def positive_chunks(self, extra_options: dict, n_chunks: int) -> list[int]:
@@ -187,18 +193,28 @@ class RealignReplace:
         chunks = self.positive_chunks(extra_options, n_chunks)
         size = layer_size(extra_options, q.shape[1]) if chunks else None
         if chunks and size is None:
-            self.warn_once("size", "a cross-attention layer with %d queries matches no latent size; it is not "
-                            "modulated (please report the model and image size)", q.shape[1])
+            self.warn_once(
+                "size",
+                "a cross-attention layer with %d queries matches no latent size; it is not "
+                "modulated (please report the model and image size)",
+                q.shape[1],
+            )
         maps = self.maps_for(size[0], size[1], k.shape[1], q.device) if size else None
         if maps is None or maps.empty:
             return fallback(q, k, v, extra_options)
         if len(self.objects_per_image) > 1 and len(self.objects_per_image) != per_chunk:
-            self.warn_once("batch", "%d guidance images for a batch of %d latents: guidance is reused in turn",
-                            len(self.objects_per_image), per_chunk)
+            self.warn_once(
+                "batch",
+                "%d guidance images for a batch of %d latents: guidance is reused in turn",
+                len(self.objects_per_image),
+                per_chunk,
+            )
 
         spans = [slice(c * per_chunk, (c + 1) * per_chunk) for c in chunks]
         qp, kp, vp = (t[spans[0]] if len(spans) == 1 else torch.cat([t[s] for s in spans]) for t in (q, k, v))
-        modulated = realign_attention(qp, kp, vp, extra_options["n_heads"], maps.for_rows(per_chunk, len(spans)), strength)
+        modulated = realign_attention(
+            qp, kp, vp, extra_options["n_heads"], maps.for_rows(per_chunk, len(spans)), strength
+        )
         self.modulated_calls += 1
         self.modulated_rows += qp.shape[0]
         self.modulated_blocks.add(block_key)

@@ -56,7 +56,9 @@ def unet_prefix_table(
                 table.append((ldm + "1.", f"up_blocks.{level}.attentions.{j}."))
         if level < levels - 1:
             slot = 2 if up_attention[level] else 1
-            table.append((f"output_blocks.{level * per_level + layers_per_block}.{slot}.", f"up_blocks.{level}.upsamplers.0."))
+            table.append(
+                (f"output_blocks.{level * per_level + layers_per_block}.{slot}.", f"up_blocks.{level}.upsamplers.0.")
+            )
     if mid_block:
         table += [
             ("middle_block.0.", "mid_block.resnets.0."),
@@ -143,7 +145,13 @@ def _vae_prefix_table(levels: int = 4, layers_per_block: int = 2) -> list[tuple[
     return table
 
 
-_VAE_ATTN_PARTS = [("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0.")]
+_VAE_ATTN_PARTS = [
+    ("norm.", "group_norm."),
+    ("q.", "to_q."),
+    ("k.", "to_k."),
+    ("v.", "to_v."),
+    ("proj_out.", "to_out.0."),
+]
 
 
 def _vae_table_from_config(config: Mapping | None) -> list[tuple[str, str]]:
@@ -188,7 +196,11 @@ def _rename_vae(key: str, table: Sequence[tuple[str, str]], to_ldm: bool) -> str
                         rest = dst + rest[len(src) :]
                         break
             else:
-                rest = rest.replace("conv_shortcut.", "nin_shortcut.") if to_ldm else rest.replace("nin_shortcut.", "conv_shortcut.")
+                rest = (
+                    rest.replace("conv_shortcut.", "nin_shortcut.")
+                    if to_ldm
+                    else rest.replace("nin_shortcut.", "conv_shortcut.")
+                )
             return pair[1 - source] + rest
     return key  # conv_in, conv_out, quant_conv, post_quant_conv keep their names
 

@@ -43,7 +43,7 @@ def split_words(phrase: str) -> list[str]:
 def tag_variants(tag: str) -> list[str]:
     """The tag in each singular and plural form (``lexicon.noun_forms``), longest first ("knife" -> "knives",
     "knife"); forms no prompt uses ("knive") match nothing."""
-    from .captioner.lexicon import noun_forms
+    from .dense_captioner.lexicon import noun_forms
 
     tag = " ".join(split_words(tag))
     return sorted(noun_forms(tag), key=lambda form: (-len(form), form)) if tag else []

@@ -61,8 +61,16 @@ def test_matches_the_spec_equations_on_random_qkv():
     maps = build_maps([objects], H, W, KEYS)
     ours = realign_attention(q, k, v, HEADS, maps, strength=0.7)
     activated, score, object_token = dense_spec_maps(objects)
-    expected = spec_attention(q, k, v, HEADS, activated[None].expand(2, -1, -1), score[None].expand(2, -1, -1),
-                              object_token[None].expand(2, -1), 0.7)
+    expected = spec_attention(
+        q,
+        k,
+        v,
+        HEADS,
+        activated[None].expand(2, -1, -1),
+        score[None].expand(2, -1, -1),
+        object_token[None].expand(2, -1),
+        0.7,
+    )
     torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -123,8 +131,12 @@ def test_untouched_tokens_keep_their_logits_up_to_renormalisation():
 def test_strength_zero_in_the_math_is_plain_softmax_attention():
     q, k, v = random_qkv()
     maps = build_maps([[(left_mask(), torch.tensor([1]), 2.0)]], H, W, KEYS)
-    torch.testing.assert_close(realign_attention(q, k, v, HEADS, maps, 0.0), reference_attention(q, k, v, {"n_heads": HEADS}),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        realign_attention(q, k, v, HEADS, maps, 0.0),
+        reference_attention(q, k, v, {"n_heads": HEADS}),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_half_precision_inputs_come_back_in_half_precision_and_agree():
@@ -196,8 +208,14 @@ def test_replace_modulates_only_positive_chunks(order):
     assert not torch.allclose(out[positive], plain[positive])
     t = 10.0 * 50  # sigma_to_timestep in make_replace
     maps = build_maps([[(left_mask(), torch.tensor([2, 3]), 2.0)]], H, W, KEYS)
-    expected = realign_attention(q[positive : positive + 1], k[positive : positive + 1], v[positive : positive + 1],
-                                 HEADS, maps, timestep_strength(1.0, t))
+    expected = realign_attention(
+        q[positive : positive + 1],
+        k[positive : positive + 1],
+        v[positive : positive + 1],
+        HEADS,
+        maps,
+        timestep_strength(1.0, t),
+    )
     torch.testing.assert_close(out[positive : positive + 1], expected)
 
 

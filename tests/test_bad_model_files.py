@@ -15,18 +15,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from realign_diff.captioner.grounded_sam_io import GROUNDING_DINO_FILES, SAM_FILES
-from realign_diff.captioner.grounding import load_grounding_dino
-from realign_diff.captioner.ram import RAM_PLUS_URL, TAG_LIST_FILE, THRESHOLDS_FILE, load_ram
-from realign_diff.captioner.sam import load_sam
 from realign_diff.checkpoint_file import ModelFileError, read_state_dict
+from realign_diff.dense_captioner.grounded_sam_io import GROUNDING_DINO_FILES, SAM_FILES
+from realign_diff.dense_captioner.grounding import load_grounding_dino
+from realign_diff.dense_captioner.ram import RAM_PLUS_URL, TAG_LIST_FILE, THRESHOLDS_FILE, load_ram
+from realign_diff.dense_captioner.sam import load_sam
 from realign_diff.refl.models import BaseCheckpointError, read_checkpoint
 from realign_diff.reward import Blip2FolderError, CaptionReward
 from realign_testkit.grounding import TINY_GROUNDING_DINO, write_bert_folder, write_tiny_grounding_dino
 from realign_testkit.ram import TINY_TAGS, write_tiny_ram
 from realign_testkit.sam import write_tiny_sam
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:4b8939a88964f0f4ff5f5b2642c598a6\nsize 2564550879\n"
+LFS_POINTER = (
+    b"version https://git-lfs.github.com/spec/v1\noid sha256:4b8939a88964f0f4ff5f5b2642c598a6\nsize 2564550879\n"
+)
 
 
 def _zip_of_text() -> bytes:
@@ -52,7 +54,11 @@ KINDS = {
     "truncated legacy pth": (".pth", lambda good: good["legacy"][: len(good["legacy"]) // 2], "truncated or damaged"),
     "empty safetensors": (".safetensors", lambda good: b"", "empty (0 bytes)"),
     "lfs pointer safetensors": (".safetensors", lambda good: LFS_POINTER, "a git-lfs pointer file"),
-    "truncated safetensors": (".safetensors", lambda good: good["safetensors"][: len(good["safetensors"]) // 2], "truncated"),
+    "truncated safetensors": (
+        ".safetensors",
+        lambda good: good["safetensors"][: len(good["safetensors"]) // 2],
+        "truncated",
+    ),
     "random safetensors": (".safetensors", lambda good: _random_bytes(), "not a safetensors file"),
 }
 
@@ -65,8 +71,11 @@ def _good_bytes(checkpoint: Path, tmp: Path) -> dict[str, bytes]:
     state = read_state_dict(checkpoint)
     torch.save({"model": state}, tmp / "legacy.pth", _use_new_zipfile_serialization=False)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "good.safetensors"))
-    return {"zip": checkpoint.read_bytes(), "legacy": (tmp / "legacy.pth").read_bytes(),
-            "safetensors": (tmp / "good.safetensors").read_bytes()}
+    return {
+        "zip": checkpoint.read_bytes(),
+        "legacy": (tmp / "legacy.pth").read_bytes(),
+        "safetensors": (tmp / "good.safetensors").read_bytes(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +93,12 @@ def loaders(tmp_path_factory):
         return load_ram(path)
 
     return {
-        "grounding_dino": (lambda p: load_grounding_dino(p, bert_dir, config=TINY_GROUNDING_DINO), "grounding-dino",
-                           ModelFileError, _good_bytes(gd_checkpoint, root / "gd")),
+        "grounding_dino": (
+            lambda p: load_grounding_dino(p, bert_dir, config=TINY_GROUNDING_DINO),
+            "grounding-dino",
+            ModelFileError,
+            _good_bytes(gd_checkpoint, root / "gd"),
+        ),
         "sam": (load_sam, "sams", ModelFileError, _good_bytes(sam_checkpoint, root / "sam")),
         "ram": (load_ram_beside_tags, "ram", ModelFileError, _good_bytes(ram_checkpoint, root / "ram")),
         "trainer base file": (read_checkpoint, None, BaseCheckpointError, _good_bytes(sam_checkpoint, root / "sam")),
@@ -136,8 +149,10 @@ def test_ram_names_the_file_given_and_where_it_belongs(tmp_path):
     with pytest.raises(ValueError) as caught:
         load_ram(sam_file)
     message = str(caught.value)
-    assert message.startswith("sam_vit_b_01ec64.pth is not a RAM / RAM++ checkpoint: it looks like a SAM checkpoint "
-                              "(it belongs in models/sams). Put ram_plus_swin_large_14m.pth")
+    assert message.startswith(
+        "sam_vit_b_01ec64.pth is not a RAM / RAM++ checkpoint: it looks like a SAM checkpoint "
+        "(it belongs in models/sams). Put ram_plus_swin_large_14m.pth"
+    )
     assert "models/ram folder" in message and RAM_PLUS_URL in message
     with pytest.raises(FileNotFoundError) as caught:
         load_ram(tmp_path / "ram" / "ram_plus_swin_large_14m.pth")
@@ -171,23 +186,62 @@ def _truncate(path: Path) -> None:
 
 BLIP2_CASES = {
     # case -> (which folder, its name, how to break it, the broken file, what the message says)
-    "pointer weights": ("captioner", "blip2-opt-2.7b", lambda f: (f / "model.safetensors").write_bytes(LFS_POINTER),
-                        "model.safetensors", "a git-lfs pointer file"),
-    "0-byte weights": ("captioner", "blip2-opt-6.7b", lambda f: (f / "model.safetensors").write_bytes(b""),
-                       "model.safetensors", "empty (0 bytes)"),
-    "truncated weights": ("captioner", "my-captioner", lambda f: _truncate(f / "model.safetensors"),
-                          "model.safetensors", "truncated"),
-    "truncated shard": ("captioner", "my-captioner", lambda f: (_shard(f), _truncate(f / "model-00002-of-00002.safetensors")),
-                        "model-00002-of-00002.safetensors", "truncated"),
-    "missing shard": ("captioner", "my-captioner", lambda f: (_shard(f), (f / "model-00001-of-00002.safetensors").unlink()),
-                      "model-00001-of-00002.safetensors", "missing"),
-    "pointer tokenizer": ("captioner", "my-captioner", lambda f: (f / "tokenizer.json").write_bytes(LFS_POINTER),
-                          "tokenizer.json", "a git-lfs pointer file"),
-    "pointer text encoder": ("text_encoder", "blip2-itm-vit-g", lambda f: (f / "model.safetensors").write_bytes(LFS_POINTER),
-                             "model.safetensors", "a git-lfs pointer file"),
+    "pointer weights": (
+        "captioner",
+        "blip2-opt-2.7b",
+        lambda f: (f / "model.safetensors").write_bytes(LFS_POINTER),
+        "model.safetensors",
+        "a git-lfs pointer file",
+    ),
+    "0-byte weights": (
+        "captioner",
+        "blip2-opt-6.7b",
+        lambda f: (f / "model.safetensors").write_bytes(b""),
+        "model.safetensors",
+        "empty (0 bytes)",
+    ),
+    "truncated weights": (
+        "captioner",
+        "my-captioner",
+        lambda f: _truncate(f / "model.safetensors"),
+        "model.safetensors",
+        "truncated",
+    ),
+    "truncated shard": (
+        "captioner",
+        "my-captioner",
+        lambda f: (_shard(f), _truncate(f / "model-00002-of-00002.safetensors")),
+        "model-00002-of-00002.safetensors",
+        "truncated",
+    ),
+    "missing shard": (
+        "captioner",
+        "my-captioner",
+        lambda f: (_shard(f), (f / "model-00001-of-00002.safetensors").unlink()),
+        "model-00001-of-00002.safetensors",
+        "missing",
+    ),
+    "pointer tokenizer": (
+        "captioner",
+        "my-captioner",
+        lambda f: (f / "tokenizer.json").write_bytes(LFS_POINTER),
+        "tokenizer.json",
+        "a git-lfs pointer file",
+    ),
+    "pointer text encoder": (
+        "text_encoder",
+        "blip2-itm-vit-g",
+        lambda f: (f / "model.safetensors").write_bytes(LFS_POINTER),
+        "model.safetensors",
+        "a git-lfs pointer file",
+    ),
 }
-REPOS = {"blip2-opt-2.7b": "Salesforce/blip2-opt-2.7b", "blip2-opt-6.7b": "Salesforce/blip2-opt-6.7b",
-         "my-captioner": "Salesforce/blip2-opt-2.7b", "blip2-itm-vit-g": "Salesforce/blip2-itm-vit-g"}
+REPOS = {
+    "blip2-opt-2.7b": "Salesforce/blip2-opt-2.7b",
+    "blip2-opt-6.7b": "Salesforce/blip2-opt-6.7b",
+    "my-captioner": "Salesforce/blip2-opt-2.7b",
+    "blip2-itm-vit-g": "Salesforce/blip2-itm-vit-g",
+}
 
 
 @pytest.mark.parametrize("case", list(BLIP2_CASES))
@@ -235,7 +289,9 @@ def test_blip2_folders_without_config_json_are_logged_once_per_set(pack, blip2, 
             choices = caption_reward.Blip2RewardLoader.INPUT_TYPES()["required"]["captioner"][0]
         assert choices == ["blip2-ok"]
         skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-        assert skipped == [f"[RealignDiff] models/blip2: skipped {root / 'blip2-half'} (no config.json: an incomplete download?)"]
+        assert skipped == [
+            f"[RealignDiff] models/blip2: skipped {root / 'blip2-half'} (no config.json: an incomplete download?)"
+        ]
         (root / "blip2-empty").mkdir()
         caption_reward.Blip2RewardLoader.INPUT_TYPES()
         skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]

@@ -27,10 +27,15 @@ def test_bad_files_say_what_is_wrong(tmp_path):
     good = tmp_path / "good.pth"
     torch.save({"w": torch.zeros(1000)}, good)
     (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:300])
-    with pytest.raises(ModelFileError, match=r"cut.pth is not a readable model file: it is truncated .*Download .* again"):
+    with pytest.raises(
+        ModelFileError, match=r"cut.pth is not a readable model file: it is truncated .*Download .* again"
+    ):
         read_state_dict(tmp_path / "cut.pth")
     torch.save({"note": "no tensors here"}, tmp_path / "empty.pth")
-    with pytest.raises(ModelFileError, match=r"empty.pth is not a readable model file: it is not a model checkpoint \(it holds no tensors\)"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"empty.pth is not a readable model file: it is not a model checkpoint \(it holds no tensors\)",
+    ):
         read_state_dict(tmp_path / "empty.pth")
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(ModelFileError, match=r"it is not a state dict \(it holds a list\)"):
@@ -39,5 +44,7 @@ def test_bad_files_say_what_is_wrong(tmp_path):
 
 def test_python_objects_are_never_unpickled(tmp_path):
     torch.save({"w": torch.zeros(1), "odd": argparse.Namespace(lr=1e-4)}, tmp_path / "pickled.pth")
-    with pytest.raises(ModelFileError, match=r"pickled.pth contains Python code \(pickled objects such as argparse.Namespace\)"):
+    with pytest.raises(
+        ModelFileError, match=r"pickled.pth contains Python code \(pickled objects such as argparse.Namespace\)"
+    ):
         read_state_dict(tmp_path / "pickled.pth")

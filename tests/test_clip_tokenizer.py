@@ -33,8 +33,12 @@ def test_built_files_equal_comfyuis_sd1_tokenizer(built_dir):
     if not comfy:
         pytest.skip("COMFYUI_PATH not set: nothing to compare with")
     reference = Path(comfy) / "comfy" / "sd1_tokenizer"
-    assert json.loads((built_dir / "vocab.json").read_text("utf-8")) == json.loads((reference / "vocab.json").read_text("utf-8"))
-    assert (built_dir / "merges.txt").read_text("utf-8").splitlines() == (reference / "merges.txt").read_text("utf-8").splitlines()
+    assert json.loads((built_dir / "vocab.json").read_text("utf-8")) == json.loads(
+        (reference / "vocab.json").read_text("utf-8")
+    )
+    assert (built_dir / "merges.txt").read_text("utf-8").splitlines() == (reference / "merges.txt").read_text(
+        "utf-8"
+    ).splitlines()
 
 
 def test_a_folder_without_vocab_names_what_is_missing(tmp_path):

@@ -23,7 +23,10 @@ def test_builds_one_guidance_per_chain_with_objects_in_order():
     (guidance,) = guidance_list(second)
     assert isinstance(guidance, RealignGuidance)
     assert guidance.prompt == "a red book and a yellow pen" and (guidance.height, guidance.width) == (48, 64)
-    assert [(o.tag, o.caption, o.score) for o in guidance.objects] == [("book", "a red book", 2.0), ("pen", "a yellow pen", 0.5)]
+    assert [(o.tag, o.caption, o.score) for o in guidance.objects] == [
+        ("book", "a red book", 2.0),
+        ("pen", "a yellow pen", 0.5),
+    ]
     assert guidance.source == "manual"
 
 

@@ -5,10 +5,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from realign_testkit.pack import PACK_ROOT
 
@@ -41,7 +41,8 @@ def test_no_torch_family_and_lower_bounds_only():
     for requirement in _requirements(PACK_ROOT / "requirements.txt"):
         assert _name(requirement) not in TORCH_FAMILY, f"{requirement}: torch comes from the user's ComfyUI"
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,-]+\])?>=[0-9][0-9A-Za-z.]*", requirement), (
-            f"{requirement}: give a lower bound only (>=X); pins and caps break users' ComfyUI environments")
+            f"{requirement}: give a lower bound only (>=X); pins and caps break users' ComfyUI environments"
+        )
     for requirement in _requirements(PACK_ROOT / "requirements-dev.txt"):
         assert _name(requirement) not in TORCH_FAMILY
 
@@ -72,17 +73,30 @@ def _git(*args, stdin=None) -> str:
 def test_comfyignore_leaves_tests_and_dev_files_out_of_the_published_pack():
     if not _git("rev-parse", "--is-inside-work-tree").strip() == "true":
         pytest.skip("not a git checkout")
-    files = [f for f in _git("ls-files", "--cached", "--others", "--exclude-standard").splitlines()
-             if (PACK_ROOT / f).exists()]
+    files = [
+        f
+        for f in _git("ls-files", "--cached", "--others", "--exclude-standard").splitlines()
+        if (PACK_ROOT / f).exists()
+    ]
     ignore = str(PACK_ROOT / ".comfyignore")
     # git's own gitignore matcher, the syntax the registry's packer reads .comfyignore with
-    ignored = set(_git("-c", f"core.excludesFile={ignore}", "check-ignore", "--no-index", "--stdin",
-                       stdin="\n".join(files)).splitlines())
+    ignored = set(
+        _git(
+            "-c", f"core.excludesFile={ignore}", "check-ignore", "--no-index", "--stdin", stdin="\n".join(files)
+        ).splitlines()
+    )
     published = {f for f in files if f not in ignored}
     assert not any(f.startswith(("tests/", "bench/", ".ci/")) for f in published)
     assert "requirements-dev.txt" not in published
-    for needed in ("__init__.py", "nodes/__init__.py", "realign_diff/__init__.py", "LICENSE", "README.md",
-                   "pyproject.toml", "requirements.txt"):
+    for needed in (
+        "__init__.py",
+        "nodes/__init__.py",
+        "realign_diff/__init__.py",
+        "LICENSE",
+        "README.md",
+        "pyproject.toml",
+        "requirements.txt",
+    ):
         assert needed in published, needed
     shipped = {f for f in files if f.startswith("workflows/") and f.endswith(".json")}
     assert shipped <= published
@@ -106,7 +120,8 @@ def test_missing_requirements_names_what_to_install(pack):
     from realign_pack.nodes import missing_requirements
 
     assert missing_requirements({"json": "json", "realign_surely_absent_pkg": "realign-absent>=1.0"}) == [
-        "realign-absent>=1.0"]
+        "realign-absent>=1.0"
+    ]
 
 
 def test_every_node_module_declares_its_optional_packages_as_requirements(pack):

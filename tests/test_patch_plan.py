@@ -6,7 +6,6 @@ import torch
 from realign_diff import clip_tokenizer
 from realign_diff.guidance import GuidedObject, RealignGuidance
 from realign_diff.patch_plan import MAX_CHUNKS, plan_patch
-
 from realign_testkit.clip_stream import clip_stream, word_tokenizer
 
 
@@ -31,12 +30,17 @@ def box(top, left, bottom, right, size=64):
 
 
 def paper_example(prompt="a red book and a yellow pen"):
-    return RealignGuidance(prompt, 64, 64, [
-        GuidedObject("book", 2.0, "a red book", box(0, 0, 32, 32)),
-        GuidedObject("pen", 2.0, "a yellow pen", box(32, 32, 64, 64)),
-        GuidedObject("desk", 0.5, "a wooden desk", box(40, 0, 64, 64)),
-        GuidedObject("banana", 0.0, "a banana", box(0, 40, 20, 64)),
-    ])
+    return RealignGuidance(
+        prompt,
+        64,
+        64,
+        [
+            GuidedObject("book", 2.0, "a red book", box(0, 0, 32, 32)),
+            GuidedObject("pen", 2.0, "a yellow pen", box(32, 32, 64, 64)),
+            GuidedObject("desk", 0.5, "a wooden desk", box(40, 0, 64, 64)),
+            GuidedObject("banana", 0.0, "a banana", box(0, 40, 20, 64)),
+        ],
+    )
 
 
 def decoded(tok, plan, image, index):
@@ -83,14 +87,19 @@ def test_batch_guidance_must_share_the_prompt(tok):
 
 
 def test_per_image_objects_map_into_one_conditioning(tok):
-    second = RealignGuidance("a red book and a yellow pen", 64, 64, [GuidedObject("lamp", 2.0, "a green lamp", box(0, 0, 10, 10))])
+    second = RealignGuidance(
+        "a red book and a yellow pen", 64, 64, [GuidedObject("lamp", 2.0, "a green lamp", box(0, 0, 10, 10))]
+    )
     plan = plan_patch([paper_example(), second], tok[0], tok[1])
     assert plan.text.endswith(", a wooden desk, a green lamp")
     assert decoded(tok, plan, 1, 0) == "green lamp"
 
 
 def test_too_many_objects_for_the_conditioning_is_a_clear_error(tok):
-    objects = [GuidedObject(f"thing{i}", 2.0, f"a very detailed ornate thing{i} with patterns", box(0, 0, 8, 8)) for i in range(40)]
+    objects = [
+        GuidedObject(f"thing{i}", 2.0, f"a very detailed ornate thing{i} with patterns", box(0, 0, 8, 8))
+        for i in range(40)
+    ]
     with pytest.raises(ValueError, match=f"at most {MAX_CHUNKS}"):
         plan_patch([RealignGuidance("a scene", 64, 64, objects)], tok[0], tok[1])
 
@@ -103,7 +112,9 @@ def test_no_objects_is_a_normal_plan(tok):
 
 
 def test_an_appended_caption_and_the_prompts_own_word_both_belong_to_the_object(tok):
-    guidance = RealignGuidance("a red book and a pen", 64, 64, [GuidedObject("pen", 2.0, "a yellow pen", box(0, 0, 8, 8))])
+    guidance = RealignGuidance(
+        "a red book and a pen", 64, 64, [GuidedObject("pen", 2.0, "a yellow pen", box(0, 0, 8, 8))]
+    )
     plan = plan_patch([guidance], tok[0], tok[1])
     assert plan.text == "a red book and a pen, a yellow pen"
     assert decoded(tok, plan, 0, 0) == "pen yellow pen"  # the prompt's "pen" and the appended caption
@@ -118,10 +129,15 @@ def test_plural_tags_in_the_prompt_are_the_objects_too(tok):
 
 
 def test_a_caption_naming_another_object_leaves_that_word_to_it(tok):
-    guidance = RealignGuidance("a yellow pen on a wooden desk", 64, 64, [
-        GuidedObject("pen", 2.0, "a yellow pen on a wooden desk", box(0, 0, 8, 8)),
-        GuidedObject("desk", 0.5, "a wooden desk", box(8, 0, 64, 64)),
-    ])
+    guidance = RealignGuidance(
+        "a yellow pen on a wooden desk",
+        64,
+        64,
+        [
+            GuidedObject("pen", 2.0, "a yellow pen on a wooden desk", box(0, 0, 8, 8)),
+            GuidedObject("desk", 0.5, "a wooden desk", box(8, 0, 64, 64)),
+        ],
+    )
     plan = plan_patch([guidance], tok[0], tok[1])
     assert "desk" not in decoded(tok, plan, 0, 0).split()
     assert decoded(tok, plan, 0, 1) == "wooden desk"

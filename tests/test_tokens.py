@@ -4,7 +4,6 @@ import pytest
 
 from realign_diff import clip_tokenizer
 from realign_diff.tokens import conditioning_text, find_phrase, locate_object, split_words, tag_variants
-
 from realign_testkit.clip_stream import END, START, clip_stream
 from realign_testkit.clip_stream import word_tokenizer as word_ids
 
@@ -109,12 +108,15 @@ def test_tag_variants():
     assert {"people", "persons"} <= set(tag_variants("person"))
 
 
-@pytest.mark.parametrize("tag, text, words", [
-    ("knife", "two knives on a wooden table", ["knives"]),
-    ("person", "three people at a bus stop", ["people"]),
-    ("man", "two men playing chess", ["men"]),
-    ("knives", "a knife and a fork", ["knife"]),
-])
+@pytest.mark.parametrize(
+    "tag, text, words",
+    [
+        ("knife", "two knives on a wooden table", ["knives"]),
+        ("person", "three people at a bus stop", ["people"]),
+        ("man", "two men playing chess", ["men"]),
+        ("knives", "a knife and a fork", ["knife"]),
+    ],
+)
 def test_irregular_plurals_are_found_by_the_patchs_token_map(tokenizer, tag, text, words):
     stream = stream_of(tokenizer, text)
     found = locate_object(stream, tag, tag, word_ids(tokenizer))
@@ -125,7 +127,9 @@ def test_find_phrase_needs_the_words_in_order():
     stream = [1, 5, 6, 2, 5, 7]
     assert find_phrase(stream, [[5], [6]]) == [[[1], [2]]]
     assert find_phrase(stream, [[6], [5]]) == []
-    assert find_phrase(stream, [[5], [7]], skippable=frozenset({6, 2})) == [[[4], [5]]]  # not from 1: 5 follows the skips
+    assert find_phrase(stream, [[5], [7]], skippable=frozenset({6, 2})) == [
+        [[4], [5]]
+    ]  # not from 1: 5 follows the skips
     assert find_phrase([5, 9, 7], [[5], [7]], skippable=frozenset({9})) == [[[0], [2]]]
 
 

@@ -10,9 +10,9 @@ from realign_testkit.workflow_builder import GraphBuilder
 from realign_testkit.workflows import (
     MissingNodeTypes,
     StaleWorkflow,
+    node_info,
     output_node_ids,
     widget_layout,
-    node_info,
     workflow_to_prompt,
 )
 
@@ -36,7 +36,10 @@ class Sampler:
                 "text": ("STRING", {"multiline": True, "default": "hi"}),
                 "strength": ("FLOAT", {"forceInput": True}),
             },
-            "optional": {"mode": (["x", "y"], {"control_after_generate": True}), "flag": ("BOOLEAN", {"default": True})},
+            "optional": {
+                "mode": (["x", "y"], {"control_after_generate": True}),
+                "flag": ("BOOLEAN", {"default": True}),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -54,7 +57,10 @@ class NoControlSeed:
 class Upload:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": (["x.png"], {"image_upload": True})}, "optional": {"scale": ("FLOAT", {"default": 1.0})}}
+        return {
+            "required": {"image": (["x.png"], {"image_upload": True})},
+            "optional": {"scale": ("FLOAT", {"default": 1.0})},
+        }
 
     RETURN_TYPES = ("IMAGE", "MASK")
 
@@ -75,11 +81,21 @@ def test_widget_layout_follows_the_frontend_rules():
     names = [(w.name, w.kind) for w in widget_layout(node_info(Sampler))]
     # forceInput and sockets have no widget; seed gets a control widget; an optional combo saying
     # control_after_generate gets one too; hidden inputs are not widgets
-    assert names == [("seed", "value"), ("control_after_generate", "control"), ("steps", "value"),
-                     ("text", "value"), ("mode", "value"), ("control_after_generate", "control"), ("flag", "value")]
+    assert names == [
+        ("seed", "value"),
+        ("control_after_generate", "control"),
+        ("steps", "value"),
+        ("text", "value"),
+        ("mode", "value"),
+        ("control_after_generate", "control"),
+        ("flag", "value"),
+    ]
     assert [w.name for w in widget_layout(node_info(NoControlSeed))] == ["seed"]
-    assert [(w.name, w.kind) for w in widget_layout(node_info(Upload))] == [("image", "value"), ("scale", "value"),
-                                                                             ("upload", "upload")]
+    assert [(w.name, w.kind) for w in widget_layout(node_info(Upload))] == [
+        ("image", "value"),
+        ("scale", "value"),
+        ("upload", "upload"),
+    ]
 
 
 def _graph():
@@ -97,7 +113,14 @@ def test_plain_graph_converts_with_widget_values_by_name():
     prompt = workflow_to_prompt(g.to_json(), NODES)
     assert prompt[str(sampler.id)] == {
         "class_type": "Sampler",
-        "inputs": {"seed": 42, "steps": 4, "text": "a red book", "mode": "x", "flag": True, "model": [str(loader.id), 0]},
+        "inputs": {
+            "seed": 42,
+            "steps": 4,
+            "text": "a red book",
+            "mode": "x",
+            "flag": True,
+            "model": [str(loader.id), 0],
+        },
     }
     assert prompt[str(loader.id)]["inputs"] == {"name": "b.safetensors"}
     assert output_node_ids(prompt, NODES) == [str(sink.id)]

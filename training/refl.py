@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if not main_process:
         return 0
-    best = f", best validation reward {result.best_validation_reward:.4f} at step {result.best_step}" if result.best_step else ""
+    best = (
+        f", best validation reward {result.best_validation_reward:.4f} at step {result.best_step}"
+        if result.best_step
+        else ""
+    )
     print(f"done: {result.steps} steps{best}; wrote {result.output}")
     return 0
 

@@ -40,7 +40,9 @@ class UNetLoRA(nn.Module):
 
         self.rank, self.alpha = rank, float(rank if alpha is None else alpha)
         pattern = r".*\.attn[12]\.(" + "|".join(re.escape(t) for t in targets) + ")"
-        config = LoraConfig(r=rank, lora_alpha=self.alpha, target_modules=pattern, lora_dropout=0.0, init_lora_weights=True)
+        config = LoraConfig(
+            r=rank, lora_alpha=self.alpha, target_modules=pattern, lora_dropout=0.0, init_lora_weights=True
+        )
         try:
             inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
         except ValueError as exc:
@@ -96,7 +98,7 @@ def apply_kohya_lora(unet_weights: dict[str, torch.Tensor], lora: dict[str, torc
 
 
 def _diffusers_name(key: str, weights: dict[str, torch.Tensor]) -> str:
-    wanted = key[len(PREFIX):]
+    wanted = key[len(PREFIX) :]
     for name in weights:
         if name.endswith(".weight") and name[: -len(".weight")].replace(".", "_") == wanted:
             return name

@@ -11,7 +11,18 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["step", "loss", "reward_loss", "pre_loss", "reward", "validation_reward", "lr", "grad_norm", "skipped", "seconds"]
+COLUMNS = [
+    "step",
+    "loss",
+    "reward_loss",
+    "pre_loss",
+    "reward",
+    "validation_reward",
+    "lr",
+    "grad_norm",
+    "skipped",
+    "seconds",
+]
 
 
 def tensorboard_available() -> bool:

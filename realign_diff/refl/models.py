@@ -44,7 +44,10 @@ def check_sd1(state: dict[str, torch.Tensor], name: str = "base checkpoint") -> 
     """Raise BaseCheckpointError unless ``state`` is an SD-1.x single-file checkpoint in the LDM layout."""
     keys = state.keys()
     expected = "Expected an SD-1.5 single-file checkpoint (e.g. v1-5-pruned-emaonly.safetensors)."
-    if any(k.startswith("conditioner.embedders.") for k in keys) or "model.diffusion_model.label_emb.0.0.weight" in state:
+    if (
+        any(k.startswith("conditioner.embedders.") for k in keys)
+        or "model.diffusion_model.label_emb.0.0.weight" in state
+    ):
         raise BaseCheckpointError(f"{name} is an SDXL checkpoint. {expected}")
     if any(k.startswith("cond_stage_model.model.") for k in keys):
         raise BaseCheckpointError(f"{name} is an SD-2.x checkpoint (OpenCLIP text encoder). {expected}")
@@ -208,8 +211,12 @@ def build_models(state: dict[str, torch.Tensor], name: str = "base checkpoint") 
 
     unet_config, vae_config, clip_config = infer_unet_config(state), infer_vae_config(state), infer_clip_config(state)
     if not is_full_sd15(unet_config):
-        log.info("%s: UNet shape differs from full SD-1.5 (%s, %d layers per block); training it as read",
-                 name, unet_config["block_out_channels"], unet_config["layers_per_block"])
+        log.info(
+            "%s: UNet shape differs from full SD-1.5 (%s, %d layers per block); training it as read",
+            name,
+            unet_config["block_out_channels"],
+            unet_config["layers_per_block"],
+        )
     with torch.device("meta"):
         unet = UNet2DConditionModel(**unet_config)
     _load_strict(unet, sd15_keys.ldm_to_unet(state, unet_config), "UNet", assign=True)
@@ -232,6 +239,7 @@ def load_base(path: str | Path) -> BaseModels:
 @torch.no_grad()
 def encode_prompts(text_encoder, tokenizer, prompts: list[str], device) -> torch.Tensor:
     """SD-1 conditioning: CLIP's last hidden state (after its final layer norm) for 77 padded tokens."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return text_encoder(ids.to(device))[0]

@@ -37,8 +37,10 @@ class Precision:
         return self.mixed == "fp16"
 
     def describe(self) -> str:
-        return (f"mixed precision = {self.mixed}{' (loss scaling)' if self.loss_scaling else ''}, frozen models in "
-                f"{NAMES[self.frozen]}, BLIP-2 captioner in {NAMES[self.captioner]}")
+        return (
+            f"mixed precision = {self.mixed}{' (loss scaling)' if self.loss_scaling else ''}, frozen models in "
+            f"{NAMES[self.frozen]}, BLIP-2 captioner in {NAMES[self.captioner]}"
+        )
 
 
 def resolve(mixed: str, frozen: str, device_type: str, bf16_supported: bool, t5_captioner: bool = False) -> Precision:
@@ -51,8 +53,10 @@ def resolve(mixed: str, frozen: str, device_type: str, bf16_supported: bool, t5_
     else:
         frozen_dtype = DTYPES[frozen]
         if frozen_dtype == torch.float16 and mixed != "fp16":
-            notes.append(f"--frozen-dtype fp16 without fp16 loss scaling (--mixed-precision {mixed}): the reward "
-                         "gradient through the VAE and BLIP-2 may underflow; prefer --frozen-dtype auto")
+            notes.append(
+                f"--frozen-dtype fp16 without fp16 loss scaling (--mixed-precision {mixed}): the reward "
+                "gradient through the VAE and BLIP-2 may underflow; prefer --frozen-dtype auto"
+            )
     captioner = frozen_dtype
     if t5_captioner and frozen_dtype == torch.float16:
         captioner = torch.bfloat16 if bf16_supported else torch.float32

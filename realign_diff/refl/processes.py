@@ -29,17 +29,21 @@ class Processes:
 
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         # broadcast_buffers off: the UNet trains no buffer, so DDP need not send them at every forward
-        handlers = [InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
-                    DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)]
+        handlers = [
+            InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
+            DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False),
+        ]
         # mixed precision stays the trainer's (--mixed-precision): the rollout runs on the plain UNet and the
         # frozen models' dtypes follow it, which Accelerate's model wrapper would not know about
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=handlers)
         if self.engine in ("FSDP", "DEEPSPEED"):
             from .config import ConfigError
 
-            raise ConfigError(f"the accelerate config asks for {self.engine}, which the trainer does not support yet "
-                              "(its checkpoints are written from whole weights): use a multi-GPU (DDP) config, and "
-                              "--lora, --gradient-checkpointing or --use-8bit-adam to fit the UNet")
+            raise ConfigError(
+                f"the accelerate config asks for {self.engine}, which the trainer does not support yet "
+                "(its checkpoints are written from whole weights): use a multi-GPU (DDP) config, and "
+                "--lora, --gradient-checkpointing or --use-8bit-adam to fit the UNet"
+            )
         self.count = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
@@ -122,8 +126,16 @@ class Processes:
             ) from exc
 
 
-_COMMUNICATION_ERRORS = ("gloo", "nccl", "timed out", "connection closed", "connection reset", "broken pipe",
-                         "processgroup", "socket")
+_COMMUNICATION_ERRORS = (
+    "gloo",
+    "nccl",
+    "timed out",
+    "connection closed",
+    "connection reset",
+    "broken pipe",
+    "processgroup",
+    "socket",
+)
 
 
 def _is_communication_failure(exc: BaseException) -> bool:

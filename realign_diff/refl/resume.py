@@ -15,30 +15,63 @@ from .config import BatchPlan, ConfigError, TrainConfig
 
 # flags that define the computation: a run continued with another value would not be the run it continues
 RUN_DEFINING = (
-    "seed", "resolution", "num_inference_steps", "refl_step_min", "refl_step_max", "guidance_scale", "reward_weight",
-    "reward_margin", "baseline", "baseline_decay", "prompt_likelihood_weight", "caption_max_new_tokens",
-    "caption_num_beams", "caption_sampling", "pre_loss_weight", "learning_rate", "lr_warmup_steps", "adam_beta1",
-    "adam_beta2", "adam_weight_decay", "adam_epsilon", "use_8bit_adam", "max_grad_norm", "lora", "lora_alpha",
-    "validation_split", "max_validation_prompts",
+    "seed",
+    "resolution",
+    "num_inference_steps",
+    "refl_step_min",
+    "refl_step_max",
+    "guidance_scale",
+    "reward_weight",
+    "reward_margin",
+    "baseline",
+    "baseline_decay",
+    "prompt_likelihood_weight",
+    "caption_max_new_tokens",
+    "caption_num_beams",
+    "caption_sampling",
+    "pre_loss_weight",
+    "learning_rate",
+    "lr_warmup_steps",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_weight_decay",
+    "adam_epsilon",
+    "use_8bit_adam",
+    "max_grad_norm",
+    "lora",
+    "lora_alpha",
+    "validation_split",
+    "max_validation_prompts",
 )
 
 
 def run_facts(plan: BatchPlan) -> dict[str, int]:
-    return {"num_processes": plan.processes, "train_batch_size": plan.train_batch_size,
-            "gradient_accumulation_steps": plan.accumulation, "effective_batch_size": plan.total}
+    return {
+        "num_processes": plan.processes,
+        "train_batch_size": plan.train_batch_size,
+        "gradient_accumulation_steps": plan.accumulation,
+        "effective_batch_size": plan.total,
+    }
 
 
 def check_resumable(state: dict, config: TrainConfig, plan: BatchPlan, path: Path) -> list[str]:
     """Raise ConfigError when ``config`` cannot continue the checkpoint's run; else the notes to log."""
     if "samples_seen" not in state or "run" not in state:
-        raise ConfigError(f"{path} was written by an earlier version of the trainer and cannot be resumed exactly: "
-                          "start a new run (its weights are in trainable.safetensors)")
+        raise ConfigError(
+            f"{path} was written by an earlier version of the trainer and cannot be resumed exactly: "
+            "start a new run (its weights are in trainable.safetensors)"
+        )
     saved, facts = json.loads(state["config"]), json.loads(state["run"])
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(config, k)}" for k in RUN_DEFINING
-               if saved.get(k) != getattr(config, k)]
+    changed = [
+        f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(config, k)}"
+        for k in RUN_DEFINING
+        if saved.get(k) != getattr(config, k)
+    ]
     if changed:
-        raise ConfigError(f"{path} was trained with other settings: {'; '.join(changed)}. Resume with the run's own "
-                          "values (see settings.json in the run folder), or start a new run in another --run-dir")
+        raise ConfigError(
+            f"{path} was trained with other settings: {'; '.join(changed)}. Resume with the run's own "
+            "values (see settings.json in the run folder), or start a new run in another --run-dir"
+        )
     if facts["effective_batch_size"] != plan.total:
         raise ConfigError(
             f"{path} was trained with an effective batch of {facts['effective_batch_size']} ({facts['train_batch_size']} "
@@ -47,7 +80,9 @@ def check_resumable(state: dict, config: TrainConfig, plan: BatchPlan, path: Pat
         )
     if facts["num_processes"] == plan.processes and facts["train_batch_size"] == plan.train_batch_size:
         return []
-    return [f"resuming a run of {facts['num_processes']} process(es) x {facts['train_batch_size']} per micro-batch on "
-            f"{plan.processes} x {plan.train_batch_size}: the same samples and random draws in each step (the "
-            f"effective batch stays {plan.total}), but they are grouped into other micro-batches on other processes, "
-            "so the result is close to, not bit-identical with, continuing as it was"]
+    return [
+        f"resuming a run of {facts['num_processes']} process(es) x {facts['train_batch_size']} per micro-batch on "
+        f"{plan.processes} x {plan.train_batch_size}: the same samples and random draws in each step (the "
+        f"effective batch stays {plan.total}), but they are grouped into other micro-batches on other processes, "
+        "so the result is close to, not bit-identical with, continuing as it was"
+    ]

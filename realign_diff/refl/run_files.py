@@ -45,8 +45,13 @@ class RunFiles:
         """The main process writes ``checkpoint-N``; every process waits until it is complete."""
         path = None
         if self.processes.is_main:
-            path = saving.save_training_checkpoint(self.run_dir, self.global_step, self._trainable_tensors(),
-                                                   self.training_state(), self.config.checkpoints_total_limit)
+            path = saving.save_training_checkpoint(
+                self.run_dir,
+                self.global_step,
+                self._trainable_tensors(),
+                self.training_state(),
+                self.config.checkpoints_total_limit,
+            )
             self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
             self._prune_best()
             log.info("saved %s", path)
@@ -82,7 +87,11 @@ class RunFiles:
         self.scaler.load_state_dict(state["scaler"])
         self.baseline.load_state_dict(state["baseline"])
         self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
-        self.best_reward, self.best_step, self.bad_validations = state["best_reward"], state["best_step"], state["bad_validations"]
+        self.best_reward, self.best_step, self.bad_validations = (
+            state["best_reward"],
+            state["best_step"],
+            state["bad_validations"],
+        )
         self._checkpointed_best = self.best_step
         if self.processes.is_main:
             self._prune_best()
@@ -119,13 +128,23 @@ class RunFiles:
             step = self.best_step
             log.info("writing the best weights (step %d, validation reward %.4f)", step, self.best_reward)
         elif c.keep_best and best is not None:
-            log.warning("the best weights (step %d) are not in %s any more: writing the last ones (step %d)",
-                        self.best_step, best.parent, step)
+            log.warning(
+                "the best weights (step %d) are not in %s any more: writing the last ones (step %d)",
+                self.best_step,
+                best.parent,
+                step,
+            )
         dtype = saving.DTYPES[c.save_dtype]
         meta = self.output_metadata(step)
         if self.lora is not None:
-            meta.update({"ss_network_module": "networks.lora", "ss_network_dim": str(c.lora),
-                         "ss_network_alpha": str(c.resolved_lora_alpha()), "ss_base_model_version": "sd_v1"})
+            meta.update(
+                {
+                    "ss_network_module": "networks.lora",
+                    "ss_network_dim": str(c.lora),
+                    "ss_network_alpha": str(c.resolved_lora_alpha()),
+                    "ss_base_model_version": "sd_v1",
+                }
+            )
             path = saving.atomic_save_safetensors(self.lora.kohya_state_dict(dtype), c.output, meta)
         else:
             tensors = saving.unet_to_checkpoint_tensors(self.unet.state_dict(), self.unet_config, dtype)

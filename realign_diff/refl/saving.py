@@ -20,7 +20,9 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TEMPORARY_RE = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -54,7 +56,7 @@ class RunLock:
         self.path = Path(run_dir) / self.NAME
         self._file = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         from .config import ConfigError
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,10 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise ConfigError(f"another training run (process {holder}) is writing to {self.path.parent}: wait for it "
-                              "to end, or give this run another --run-dir (or --output)")
+            raise ConfigError(
+                f"another training run (process {holder}) is writing to {self.path.parent}: wait for it "
+                "to end, or give this run another --run-dir (or --output)"
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -104,13 +108,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def unet_to_checkpoint_tensors(unet_state: dict[str, torch.Tensor], unet_config: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def unet_to_checkpoint_tensors(
+    unet_state: dict[str, torch.Tensor], unet_config: dict, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """diffusers UNet weights -> ``model.diffusion_model.*`` tensors on CPU in ``dtype``."""
     return {k: v.detach().to("cpu", dtype) for k, v in sd15_keys.unet_to_ldm(unet_state, unet_config).items()}
 
 
-def write_checkpoint_with_unet(base_path: str | Path, out_path: str | Path, unet_tensors: dict[str, torch.Tensor],
-                               metadata: dict[str, str]) -> Path:
+def write_checkpoint_with_unet(
+    base_path: str | Path, out_path: str | Path, unet_tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> Path:
     """The base checkpoint with its UNet tensors replaced by ``unet_tensors``; every other tensor as it was."""
     from .models import read_checkpoint
 
@@ -147,8 +154,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_training_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, torch.Tensor], state: dict,
-                             total_limit: int = 0) -> Path:
+def save_training_checkpoint(
+    run_dir: str | Path, step: int, tensors: dict[str, torch.Tensor], state: dict, total_limit: int = 0
+) -> Path:
     """``run_dir/checkpoint-<step>/`` with ``trainable.safetensors`` and ``state.pt``, written as a whole or not at all."""
     from safetensors.torch import save_file
 
@@ -229,4 +237,6 @@ def load_training_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     if not (path / "trainable.safetensors").is_file() or not (path / "state.pt").is_file():
         raise FileNotFoundError(f"{path} is not a training checkpoint (needs trainable.safetensors and state.pt)")
-    return load_file(str(path / "trainable.safetensors")), torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    return load_file(str(path / "trainable.safetensors")), torch.load(
+        path / "state.pt", map_location="cpu", weights_only=True
+    )

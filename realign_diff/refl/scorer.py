@@ -6,8 +6,9 @@ any object with the same two methods.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -17,8 +18,17 @@ class CaptionScorer(Protocol):
     def score(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = ..., num_beams: int = ...):
         """images [B, H, W, 3] in [0, 1], no gradient -> object with ``rewards`` (Tensor[B]) and ``captions`` (list[str])."""
 
-    def reward_terms(self, pixels: torch.Tensor, prompts: Sequence[str], *, max_new_tokens: int = ..., num_beams: int = ...,
-                     sampling: bool = ..., seeds: Sequence[int] | None = ..., prompt_log_prob: bool = ...):
+    def reward_terms(
+        self,
+        pixels: torch.Tensor,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = ...,
+        num_beams: int = ...,
+        sampling: bool = ...,
+        seeds: Sequence[int] | None = ...,
+        prompt_log_prob: bool = ...,
+    ):
         """pixels [B, 3, H, W] in [0, 1] (with gradient) -> object with ``rewards`` (Tensor[B], no gradient),
         ``captions``, ``log_p_caption`` (Tensor[B], log p(generated caption | image), differentiable) and
         ``log_p_prompt`` (teacher-forced log p(prompt | image) when ``prompt_log_prob``, else None). With
@@ -27,8 +37,10 @@ class CaptionScorer(Protocol):
 
 def check_scorer(scorer) -> None:
     if not isinstance(scorer, CaptionScorer):
-        raise TypeError(f"the reward must have score(images, prompts, ...) and reward_terms(pixels, prompts, ...); "
-                        f"got {type(scorer).__name__}")
+        raise TypeError(
+            f"the reward must have score(images, prompts, ...) and reward_terms(pixels, prompts, ...); "
+            f"got {type(scorer).__name__}"
+        )
 
 
 def check_reward_folders(captioner_dir: str | None, text_encoder_dir: str | None) -> None:

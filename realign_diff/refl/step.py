@@ -70,7 +70,7 @@ class Conditioning:
     uncond: torch.Tensor | None  # None: no classifier-free guidance
     guidance_scale: float = 1.0
 
-    def select(self, rows: torch.Tensor) -> "Conditioning":
+    def select(self, rows: torch.Tensor) -> Conditioning:
         uncond = None if self.uncond is None else self.uncond[rows]
         return Conditioning(self.cond[rows], uncond, self.guidance_scale)
 
@@ -80,14 +80,19 @@ def predict_noise(unet, x: torch.Tensor, timestep, conditioning: Conditioning) -
     t = torch.as_tensor(timestep, device=x.device)
     if conditioning.uncond is None:
         return unet(x, t, encoder_hidden_states=conditioning.cond).sample.float()
-    both = unet(torch.cat([x, x]), t.repeat(2) if t.dim() else t,
-                encoder_hidden_states=torch.cat([conditioning.uncond, conditioning.cond])).sample.float()
+    both = unet(
+        torch.cat([x, x]),
+        t.repeat(2) if t.dim() else t,
+        encoder_hidden_states=torch.cat([conditioning.uncond, conditioning.cond]),
+    ).sample.float()
     uncond, cond = both.chunk(2)
     return uncond + conditioning.guidance_scale * (cond - uncond)
 
 
 @torch.no_grad()
-def rollout(unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index, autocast=None) -> torch.Tensor:
+def rollout(
+    unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index, autocast=None
+) -> torch.Tensor:
     """x at rollout step ``stop_index`` (one for all, or a [B] tensor, one per sample): the DDIM steps before
     it, without gradient. A sample whose stop is reached leaves the UNet's batch."""
     stops = torch.as_tensor(stop_index).expand(latents.shape[0]).cpu()
@@ -164,8 +169,15 @@ def reward_surrogate(
     return value + surrogate - surrogate.detach(), cost
 
 
-def noise_prediction_loss(unet, ddim: DDIM, latents: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor,
-                          timesteps: torch.Tensor, autocast=None) -> torch.Tensor:
+def noise_prediction_loss(
+    unet,
+    ddim: DDIM,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    autocast=None,
+) -> torch.Tensor:
     """The pre-training loss: MSE between ``noise`` and the UNet's prediction at ``timesteps`` (one per sample)."""
     noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
     noisy = ddim.add_noise(latents.float(), noise, timesteps)

@@ -7,16 +7,15 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..clip_tokenizer import load_clip_tokenizer
 from . import data as data_mod
-from . import saving
-from . import draws
+from . import draws, saving
 from . import precision as precision_mod
 from .config import ConfigError, TrainConfig
 from .lora import UNetLoRA, WithLoRA
@@ -25,10 +24,21 @@ from .models import BaseCheckpointError, encode_prompts, load_base
 from .processes import Processes
 from .run_files import RunFiles
 from .scorer import check_reward_folders, check_scorer, load_caption_reward
-from .step import (DDIM, Conditioning, RewardBaseline, RewardOutput, decode_pixels, encode_images, noise_prediction_loss,
-                   predict_noise, reward_surrogate, rollout)
+from .step import (
+    DDIM,
+    Conditioning,
+    RewardBaseline,
+    RewardOutput,
+    decode_pixels,
+    encode_images,
+    noise_prediction_loss,
+    predict_noise,
+    reward_surrogate,
+    rollout,
+)
 
 log = logging.getLogger("realign_diff.refl")
+
 
 @dataclass
 class TrainResult:
@@ -66,9 +76,18 @@ class ReFLTrainer(RunFiles):
         self.plan = config.batch_plan(self.processes.count)
         self.device = self.processes.device
         bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.precision = precision_mod.resolve(config.mixed_precision, config.frozen_dtype, self.device.type, bf16,
-                                               scorer is None and precision_mod.is_t5_captioner(config.captioner))
-        self.mixed, self.frozen_dtype, self.autocast_dtype = self.precision.mixed, self.precision.frozen, self.precision.autocast
+        self.precision = precision_mod.resolve(
+            config.mixed_precision,
+            config.frozen_dtype,
+            self.device.type,
+            bf16,
+            scorer is None and precision_mod.is_t5_captioner(config.captioner),
+        )
+        self.mixed, self.frozen_dtype, self.autocast_dtype = (
+            self.precision.mixed,
+            self.precision.frozen,
+            self.precision.autocast,
+        )
         for note in self.precision.notes:
             self._log(logging.WARNING, "%s", note)
         # 2**12 rather than torch's 2**16: every step skipped while the scale comes down costs a whole
@@ -77,8 +96,11 @@ class ReFLTrainer(RunFiles):
         self.run_dir = config.resolved_run_dir()
         self._load_data()
         self._build_models()
-        self.scorer = scorer if scorer is not None else load_caption_reward(config.captioner, config.text_encoder,
-                                                                            self.device, self.precision.captioner)
+        self.scorer = (
+            scorer
+            if scorer is not None
+            else load_caption_reward(config.captioner, config.text_encoder, self.device, self.precision.captioner)
+        )
         check_scorer(self.scorer)
         self._build_optimizer()
         self.ddim = DDIM(config.num_inference_steps)
@@ -105,7 +127,9 @@ class ReFLTrainer(RunFiles):
         self.resumed = self._maybe_resume()
         self.metrics = NoMetrics()
         if self.processes.is_main:
-            self.metrics = MetricsLogger(self.run_dir, c.tensorboard, resume_step=self.global_step if self.resumed else None)
+            self.metrics = MetricsLogger(
+                self.run_dir, c.tensorboard, resume_step=self.global_step if self.resumed else None
+            )
 
     def close(self) -> None:
         """Lets another run write to this run folder (the end of :meth:`train` does this)."""
@@ -141,7 +165,9 @@ class ReFLTrainer(RunFiles):
         base = load_base(c.base)
         self.unet_config = base.unet_config
         if c.resolution % base.latent_multiple:
-            raise ConfigError(f"--resolution {c.resolution} must be a multiple of {base.latent_multiple} for this model")
+            raise ConfigError(
+                f"--resolution {c.resolution} must be a multiple of {base.latent_multiple} for this model"
+            )
         self.latent_size = c.resolution // base.vae_scale_factor
         self.latent_channels = base.vae_config["latent_channels"]
         self.scaling_factor = base.vae_config["scaling_factor"]
@@ -172,7 +198,9 @@ class ReFLTrainer(RunFiles):
         c = self.config
         params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.params = params
-        kwargs = dict(lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.adam_weight_decay, eps=c.adam_epsilon)
+        kwargs = dict(
+            lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.adam_weight_decay, eps=c.adam_epsilon
+        )
         if c.use_8bit_adam:
             try:
                 import bitsandbytes as bnb
@@ -183,7 +211,9 @@ class ReFLTrainer(RunFiles):
             self.optimizer = torch.optim.AdamW(params, **kwargs)
         warmup = c.lr_warmup_steps
         # not handed to Accelerate: its scheduler wrapper steps once per process
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
 
     # --- pieces of a step -------------------------------------------------------------------------------
 
@@ -207,8 +237,9 @@ class ReFLTrainer(RunFiles):
         shape = (self.latent_channels, self.latent_size, self.latent_size)
         return draws.normal(shape, self.config.seed, step, samples, purpose).to(self.device)
 
-    def reward_step(self, prompts: list[str], samples: list[int] | None = None, step: int | None = None,
-                    sync: bool = True) -> RewardOutput:
+    def reward_step(
+        self, prompts: list[str], samples: list[int] | None = None, step: int | None = None, sync: bool = True
+    ) -> RewardOutput:
         """Rollout without gradient to a late step k drawn per sample, one UNet call with gradient, x0', decode,
         surrogate. ``samples``: the global sample numbers of ``prompts`` (they key every random draw)."""
         c = self.config
@@ -222,22 +253,41 @@ class ReFLTrainer(RunFiles):
         x0 = self.ddim.predict_x0(x_t, eps, index)
         pixels = decode_pixels(self.vae, x0, self.scaling_factor)
         seeds = [draws.key_seed(c.seed, step, n, "caption") for n in samples]
-        terms = self.scorer.reward_terms(pixels, prompts, max_new_tokens=c.caption_max_new_tokens,
-                                         num_beams=c.caption_num_beams, sampling=c.caption_sampling, seeds=seeds,
-                                         prompt_log_prob=bool(c.prompt_likelihood_weight))
+        terms = self.scorer.reward_terms(
+            pixels,
+            prompts,
+            max_new_tokens=c.caption_max_new_tokens,
+            num_beams=c.caption_num_beams,
+            sampling=c.caption_sampling,
+            seeds=seeds,
+            prompt_log_prob=bool(c.prompt_likelihood_weight),
+        )
         rewards = torch.as_tensor(terms.rewards, dtype=torch.float32).detach().cpu()
         cost = torch.relu(c.reward_margin - rewards)
         group_mean = None
         if self.baseline.kind == "batch" or (self.baseline.kind == "ema" and self.baseline.value is None):
             group_mean = self.processes.mean({"cost": float(cost.mean())})["cost"]
-        loss, cost = reward_surrogate(rewards, terms.log_p_caption, self.baseline(cost, group_mean), c.reward_weight,
-                                      c.reward_margin, terms.log_p_prompt, c.prompt_likelihood_weight)
+        loss, cost = reward_surrogate(
+            rewards,
+            terms.log_p_caption,
+            self.baseline(cost, group_mean),
+            c.reward_weight,
+            c.reward_margin,
+            terms.log_p_prompt,
+            c.prompt_likelihood_weight,
+        )
         if not loss.requires_grad:  # every caption empty: nothing to learn, but DDP needs this backward too
             loss = loss + 0.0 * eps.sum()
         return RewardOutput(loss, rewards, cost, list(terms.captions), x0.detach(), index)
 
-    def pre_loss(self, reward_out: RewardOutput, prompts: list[str], samples: list[int] | None = None,
-                 step: int | None = None, sync: bool = True) -> torch.Tensor:
+    def pre_loss(
+        self,
+        reward_out: RewardOutput,
+        prompts: list[str],
+        samples: list[int] | None = None,
+        step: int | None = None,
+        sync: bool = True,
+    ) -> torch.Tensor:
         """L_pre on real pairs when given, else on the rollout's own (detached) x0' latents."""
         c = self.config
         step = self.global_step if step is None else step
@@ -296,9 +346,14 @@ class ReFLTrainer(RunFiles):
                 totals["pre_loss"] += pre.item() / accum
         totals = self.processes.mean(totals)
         skip = self.processes.any(bool(bad))
-        metrics = dict(reward_loss=totals["reward_loss"], pre_loss=totals["pre_loss"], reward=totals["reward"],
-                       loss=totals["reward_loss"] + c.pre_loss_weight * totals["pre_loss"],
-                       lr=self.lr_scheduler.get_last_lr()[0], skipped=0)
+        metrics = dict(
+            reward_loss=totals["reward_loss"],
+            pre_loss=totals["pre_loss"],
+            reward=totals["reward"],
+            loss=totals["reward_loss"] + c.pre_loss_weight * totals["pre_loss"],
+            lr=self.lr_scheduler.get_last_lr()[0],
+            skipped=0,
+        )
         if not skip:
             self.baseline.update(totals["cost"])
             metrics.update(self._apply_gradients())
@@ -320,15 +375,25 @@ class ReFLTrainer(RunFiles):
         norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
         metrics = {"grad_norm": norm.item(), "skipped": 0}
         if not math.isfinite(metrics["grad_norm"]) and not self.scaler.is_enabled():
-            self._log(logging.WARNING, "step %d skipped: non-finite gradient norm %s", self.global_step + 1, metrics["grad_norm"])
+            self._log(
+                logging.WARNING,
+                "step %d skipped: non-finite gradient norm %s",
+                self.global_step + 1,
+                metrics["grad_norm"],
+            )
             self.optimizer.zero_grad(set_to_none=True)
             return dict(metrics, skipped=1)
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if scale is not None and self.scaler.get_scale() < scale:
-            self._log(logging.INFO, "step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale "
-                      "to %g and goes on (normal now and then)", self.global_step + 1, self.scaler.get_scale())
+            self._log(
+                logging.INFO,
+                "step %d skipped: fp16 gradients overflowed; the gradient scaler lowers its scale "
+                "to %g and goes on (normal now and then)",
+                self.global_step + 1,
+                self.scaler.get_scale(),
+            )
             metrics["skipped"] = 1
         return metrics
 
@@ -343,10 +408,16 @@ class ReFLTrainer(RunFiles):
             indices = mine[start : start + c.validation_batch_size]
             prompts = [self.val_prompts[i] for i in indices]
             noise = self._noise(0, indices, "validation_noise")
-            x0 = rollout(self.unet, self.ddim, noise, self._conditioning(prompts), c.num_inference_steps, self._autocast())
+            x0 = rollout(
+                self.unet, self.ddim, noise, self._conditioning(prompts), c.num_inference_steps, self._autocast()
+            )
             pixels = decode_pixels(self.vae, x0, self.scaling_factor)
-            result = self.scorer.score(pixels.permute(0, 2, 3, 1), prompts, max_new_tokens=c.caption_max_new_tokens,
-                                       num_beams=c.caption_num_beams)
+            result = self.scorer.score(
+                pixels.permute(0, 2, 3, 1),
+                prompts,
+                max_new_tokens=c.caption_max_new_tokens,
+                num_beams=c.caption_num_beams,
+            )
             scored += zip(indices, torch.as_tensor(result.rewards, dtype=torch.float32).tolist())
         rewards = dict(self.processes.gather(scored))
         return sum(rewards[i] for i in range(len(self.val_prompts))) / len(self.val_prompts)
@@ -421,7 +492,9 @@ class ReFLTrainer(RunFiles):
         self._log(logging.INFO, "trained %d steps in %.1f s", self.global_step, time.time() - start)
         if self.processes.distributed:
             digest = self.processes.check_identical(self.trainable, "trained weights")
-            self._log(logging.INFO, "trained weights identical on all %d processes (digest %s)", self.processes.count, digest)
+            self._log(
+                logging.INFO, "trained weights identical on all %d processes (digest %s)", self.processes.count, digest
+            )
         output = self.write_output() if self.processes.is_main else Path(c.output)
         self.processes.barrier("the output file")
         self.metrics.close()
@@ -434,20 +507,35 @@ class ReFLTrainer(RunFiles):
         if self.best_reward is None or reward > self.best_reward:
             self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
             if c.keep_best and self.processes.is_main:
-                saving.atomic_save_safetensors(self._trainable_tensors(), self._best_path(self.global_step),
-                                               {"step": str(self.global_step), "validation_reward": str(reward)})
+                saving.atomic_save_safetensors(
+                    self._trainable_tensors(),
+                    self._best_path(self.global_step),
+                    {"step": str(self.global_step), "validation_reward": str(reward)},
+                )
                 self._prune_best()
             self._log(logging.INFO, "step %d: validation reward %.4f (best so far)", self.global_step, reward)
         else:
             self.bad_validations += 1
-            self._log(logging.INFO, "step %d: validation reward %.4f (best %.4f at step %d; %d without improvement)",
-                      self.global_step, reward, self.best_reward, self.best_step, self.bad_validations)
+            self._log(
+                logging.INFO,
+                "step %d: validation reward %.4f (best %.4f at step %d; %d without improvement)",
+                self.global_step,
+                reward,
+                self.best_reward,
+                self.best_step,
+                self.bad_validations,
+            )
         self.metrics.plot_reward_curve()
         if c.early_stopping_patience and self.bad_validations >= c.early_stopping_patience:
-            self._log(logging.INFO, "early stopping at step %d: no better validation reward for %d validations",
-                      self.global_step, self.bad_validations)
+            self._log(
+                logging.INFO,
+                "early stopping at step %d: no better validation reward for %d validations",
+                self.global_step,
+                self.bad_validations,
+            )
             return True
         return False
+
 
 def _progress(enabled: bool, total: int, initial: int):
     if not enabled:

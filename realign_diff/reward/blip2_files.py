@@ -14,16 +14,32 @@ from pathlib import Path
 
 from ..checkpoint_file import LFS_POINTER, file_problem
 
-CAPTIONER_SOURCES = "https://huggingface.co/Salesforce/blip2-opt-2.7b (or Salesforce/blip2-flan-t5-xl, blip2-opt-6.7b, ...)"
+CAPTIONER_SOURCES = (
+    "https://huggingface.co/Salesforce/blip2-opt-2.7b (or Salesforce/blip2-flan-t5-xl, blip2-opt-6.7b, ...)"
+)
 TEXT_ENCODER_SOURCES = "https://huggingface.co/Salesforce/blip2-itm-vit-g"
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 # Salesforce's BLIP-2 repositories, to name the one a folder of that name came from
-HUB_REPOS = ("blip2-opt-2.7b", "blip2-opt-6.7b", "blip2-opt-2.7b-coco", "blip2-opt-6.7b-coco", "blip2-flan-t5-xl",
-             "blip2-flan-t5-xxl", "blip2-flan-t5-xl-coco", "blip2-itm-vit-g", "blip2-itm-vit-g-coco")
+HUB_REPOS = (
+    "blip2-opt-2.7b",
+    "blip2-opt-6.7b",
+    "blip2-opt-2.7b-coco",
+    "blip2-opt-6.7b-coco",
+    "blip2-flan-t5-xl",
+    "blip2-flan-t5-xxl",
+    "blip2-flan-t5-xl-coco",
+    "blip2-itm-vit-g",
+    "blip2-itm-vit-g-coco",
+)
 
 CAPTIONER_ARCHS = {"Blip2ForConditionalGeneration"}
 TEXT_ENCODER_ARCHS = {"Blip2ForImageTextRetrieval", "Blip2TextModelWithProjection"}
@@ -38,8 +54,11 @@ class Blip2FolderMissing(FileNotFoundError):
 
 
 def _files_hint(kind: str) -> str:
-    files = ["config.json", "model.safetensors (or sharded model-*.safetensors + model.safetensors.index.json)",
-             "tokenizer files (tokenizer.json / tokenizer_config.json ...)"]
+    files = [
+        "config.json",
+        "model.safetensors (or sharded model-*.safetensors + model.safetensors.index.json)",
+        "tokenizer files (tokenizer.json / tokenizer_config.json ...)",
+    ]
     if kind == "captioner":
         files.append("preprocessor_config.json or processor_config.json")
     return ", ".join(files)
@@ -71,25 +90,33 @@ def check_blip2_dir(folder: str | Path, kind: str) -> Path:
         raise Blip2FolderMissing(f"{what} folder not found: {path}. It should contain {_files_hint(kind)}. {get}")
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise Blip2FolderError(f"{path} is not a Hugging Face model folder: config.json is missing. "
-                               f"A {what} folder contains {_files_hint(kind)}. {get}")
+        raise Blip2FolderError(
+            f"{path} is not a Hugging Face model folder: config.json is missing. "
+            f"A {what} folder contains {_files_hint(kind)}. {get}"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except ValueError as error:
         raise Blip2FolderError(f"{config_path} is not valid JSON ({error}). {get}") from error
     model_type = config.get("model_type")
     if model_type != "blip-2":
-        raise Blip2FolderError(f"{path} holds a {model_type or 'unknown'} model, not BLIP-2 (config.json model_type "
-                               f"is {model_type!r}, expected 'blip-2'). Expected a {what}. {get}")
+        raise Blip2FolderError(
+            f"{path} holds a {model_type or 'unknown'} model, not BLIP-2 (config.json model_type "
+            f"is {model_type!r}, expected 'blip-2'). Expected a {what}. {get}"
+        )
     architectures = set(config.get("architectures") or [])
     if kind == "captioner" and architectures & TEXT_ENCODER_ARCHS:
-        raise Blip2FolderError(f"{path} is a BLIP-2 image-text retrieval model ({', '.join(sorted(architectures))}), "
-                               f"which cannot write captions: use it as the text encoder. The captioner must be a "
-                               f"Blip2ForConditionalGeneration folder such as blip2-opt-2.7b: {source}")
+        raise Blip2FolderError(
+            f"{path} is a BLIP-2 image-text retrieval model ({', '.join(sorted(architectures))}), "
+            f"which cannot write captions: use it as the text encoder. The captioner must be a "
+            f"Blip2ForConditionalGeneration folder such as blip2-opt-2.7b: {source}"
+        )
     if kind == "text_encoder" and architectures & CAPTIONER_ARCHS:
-        raise Blip2FolderError(f"{path} is a BLIP-2 captioner (Blip2ForConditionalGeneration), which has no text "
-                               f"embedding tower: use it as the captioner. The text encoder must be an image-text "
-                               f"retrieval folder such as blip2-itm-vit-g: {source}")
+        raise Blip2FolderError(
+            f"{path} is a BLIP-2 captioner (Blip2ForConditionalGeneration), which has no text "
+            f"embedding tower: use it as the captioner. The text encoder must be an image-text "
+            f"retrieval folder such as blip2-itm-vit-g: {source}"
+        )
     missing = []
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         missing.append("weights (" + " / ".join(WEIGHT_FILES) + ")")
@@ -123,7 +150,12 @@ def _broken_files(path: Path) -> list[str]:
         if problem:
             broken.append(f"{file.name} is {problem}")
     for file in sorted(path.iterdir()):
-        if file not in weights and file.is_file() and file.stat().st_size < 1024 and file.read_bytes().startswith(LFS_POINTER):
+        if (
+            file not in weights
+            and file.is_file()
+            and file.stat().st_size < 1024
+            and file.read_bytes().startswith(LFS_POINTER)
+        ):
             broken.append(f"{file.name} is a git-lfs pointer file, not the file itself")
     return broken
 

@@ -50,7 +50,9 @@ class RewardResult:
         prompts = match_prompts(prompts, len(self.captions))
         values = [float(r) for r in self.rewards]
         count = len(values)
-        lines = [f"Caption reward (BLIP-2): mean {sum(values) / max(count, 1):.4f} over {count} image{'s' * (count != 1)}"]
+        lines = [
+            f"Caption reward (BLIP-2): mean {sum(values) / max(count, 1):.4f} over {count} image{'s' * (count != 1)}"
+        ]
         if len(set(prompts)) == 1 and prompts:
             lines.append(f"prompt: {prompts[0]}")
         for i, (value, caption) in enumerate(zip(values, self.captions)):
@@ -129,9 +131,13 @@ def _load_weights(model_class, folder: Path, dtype: torch.dtype, what: str, text
         code, name = pickled_code(error), f"A .bin weights file in {folder}"
         if code is None:
             raise Blip2FolderError(f"{name} is damaged. {redownload_hint(folder, kind)}") from None
-        raise Blip2FolderError(f"{code_problem(name, code)} Get the official weights: {download_command(folder, kind)}") from None
+        raise Blip2FolderError(
+            f"{code_problem(name, code)} Get the official weights: {download_command(folder, kind)}"
+        ) from None
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-        raise Blip2FolderError(f"Could not load the {what} from {folder}: {error}. {redownload_hint(folder, kind)}") from error
+        raise Blip2FolderError(
+            f"Could not load the {what} from {folder}: {error}. {redownload_hint(folder, kind)}"
+        ) from error
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -191,7 +197,7 @@ class CaptionReward(torch.nn.Module):
         text_encoder_dir: str | Path,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-    ) -> "CaptionReward":
+    ) -> CaptionReward:
         """Load from local Hugging Face folders (nothing is downloaded).
 
         ``captioner_dir``: a ``Blip2ForConditionalGeneration`` folder (blip2-opt-2.7b, blip2-flan-t5-xl, ...).
@@ -203,12 +209,22 @@ class CaptionReward(torch.nn.Module):
         text_encoder_dir = check_blip2_dir(text_encoder_dir, "text_encoder")
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
-        from transformers import AutoTokenizer, Blip2ForConditionalGeneration, Blip2Processor, Blip2TextModelWithProjection
+        from transformers import (
+            AutoTokenizer,
+            Blip2ForConditionalGeneration,
+            Blip2Processor,
+            Blip2TextModelWithProjection,
+        )
 
         with _quiet_transformers():
             captioner = _load_weights(Blip2ForConditionalGeneration, captioner_dir, dtype, "BLIP-2 captioner")
-            text_encoder = _load_weights(Blip2TextModelWithProjection, text_encoder_dir, dtype,
-                                         "BLIP-2 text encoder (Q-Former text tower)", text_tower=True)
+            text_encoder = _load_weights(
+                Blip2TextModelWithProjection,
+                text_encoder_dir,
+                dtype,
+                "BLIP-2 text encoder (Q-Former text tower)",
+                text_tower=True,
+            )
             try:
                 processor = Blip2Processor.from_pretrained(str(captioner_dir))
                 text_tokenizer = AutoTokenizer.from_pretrained(str(text_encoder_dir))
@@ -216,7 +232,7 @@ class CaptionReward(torch.nn.Module):
                 raise Blip2FolderError(f"Could not load the tokenizer or image processor: {error}") from error
         return cls(captioner, processor, text_encoder, text_tokenizer).to(device)
 
-    def train(self, mode: bool = True) -> "CaptionReward":
+    def train(self, mode: bool = True) -> CaptionReward:
         return super().train(False)  # a frozen reward model: dropout stays off
 
     @property
@@ -236,10 +252,16 @@ class CaptionReward(torch.nn.Module):
         device = self.text_encoder.text_projection.weight.device
         out = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.text_tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                         max_length=self.max_text_tokens, return_tensors="pt")
-            hidden = self.text_encoder(input_ids=tokens["input_ids"].to(device),
-                                       attention_mask=tokens["attention_mask"].to(device)).text_embeds
+            tokens = self.text_tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_text_tokens,
+                return_tensors="pt",
+            )
+            hidden = self.text_encoder(
+                input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
+            ).text_embeds
             out.append(torch.nn.functional.normalize(hidden[:, 0, :].float(), dim=-1).cpu())
         if not out:
             return torch.zeros(0, self.text_encoder.text_projection.out_features)
@@ -261,12 +283,20 @@ class CaptionReward(torch.nn.Module):
     @torch.no_grad()
     def _generate(self, pixels: torch.Tensor, max_new_tokens: int, num_beams: int, **generate_kwargs) -> list[str]:
         pixel_values = self._pixel_values(pixels)
-        input_ids = torch.tensor([self.prefix_ids] * pixel_values.shape[0], dtype=torch.long, device=pixel_values.device)
+        input_ids = torch.tensor(
+            [self.prefix_ids] * pixel_values.shape[0], dtype=torch.long, device=pixel_values.device
+        )
         generate_kwargs.setdefault("min_new_tokens", 1)
-        out = self.captioner.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                      max_new_tokens=max_new_tokens, num_beams=num_beams, **generate_kwargs)
+        out = self.captioner.generate(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            **generate_kwargs,
+        )
         if not self.is_encoder_decoder and out.shape[1] >= input_ids.shape[1]:
-            out = out[:, input_ids.shape[1]:]  # decoder-only generate returns the prefix too
+            out = out[:, input_ids.shape[1] :]  # decoder-only generate returns the prefix too
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def caption(
@@ -285,7 +315,7 @@ class CaptionReward(torch.nn.Module):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         captions: list[str] = []
         for start in range(0, pixels.shape[0], batch_size):
-            chunk = pixels[start:start + batch_size]
+            chunk = pixels[start : start + batch_size]
             captions += self._generate(chunk, max_new_tokens, num_beams, **generate_kwargs)
             if on_step is not None:
                 on_step(chunk.shape[0])
@@ -314,8 +344,14 @@ class CaptionReward(torch.nn.Module):
         unique = list(dict.fromkeys(prompts))
         prompt_embeds = self.embed_texts(unique)  # each distinct prompt once
         index = torch.tensor([unique.index(p) for p in prompts], dtype=torch.long)
-        captions = self.caption(pixels, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
-                                on_step=on_step, **generate_kwargs)
+        captions = self.caption(
+            pixels,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            batch_size=batch_size,
+            on_step=on_step,
+            **generate_kwargs,
+        )
         rewards = (self.embed_texts(captions) * prompt_embeds[index]).sum(-1)
         return RewardResult(rewards=rewards, captions=captions)
 
@@ -367,7 +403,9 @@ class CaptionReward(torch.nn.Module):
         log_p_prompt = self._sequence_log_prob(prefix, self._text_tokens(prompts)) if prompt_log_prob else None
         return RewardTerms(self.similarity(captions, prompts), captions, log_p_caption, log_p_prompt)
 
-    def caption_log_prob(self, pixels: torch.Tensor, texts: str | Sequence[str], *, include_eos: bool = False) -> torch.Tensor:
+    def caption_log_prob(
+        self, pixels: torch.Tensor, texts: str | Sequence[str], *, include_eos: bool = False
+    ) -> torch.Tensor:
         """Teacher-forced ``log p_BLIP2(text_i | image_i)``, summed over the text's tokens: [B] float32.
 
         ``pixels``: [B, 3, H, W] (or [B, H, W, 3]) float in [0, 1]; gradients flow to it through the torch
@@ -403,17 +441,21 @@ class CaptionReward(torch.nn.Module):
         model = self.captioner
         image_embeds = model.vision_model(pixel_values=self._pixel_values(pixels), return_dict=True).last_hidden_state
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        queries = model.qformer(query_embeds=model.query_tokens.expand(image_embeds.shape[0], -1, -1),
-                                encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask,
-                                return_dict=True).last_hidden_state
+        queries = model.qformer(
+            query_embeds=model.query_tokens.expand(image_embeds.shape[0], -1, -1),
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+            return_dict=True,
+        ).last_hidden_state
         features = model.language_projection(queries.to(image_embeds.dtype))  # the Q-Former runs in fp32
         prefix = self._prefix_ids(image_embeds.shape[0])
         embeds = model.get_input_embeddings()(prefix)
         return embeds.masked_scatter((prefix == self.image_token).unsqueeze(-1), features.to(embeds.dtype))
 
     @torch.no_grad()
-    def _decode(self, prefix: torch.Tensor, max_new_tokens: int, num_beams: int, sampling: bool,
-                seeds: Sequence[int] | None) -> list[list[int]]:
+    def _decode(
+        self, prefix: torch.Tensor, max_new_tokens: int, num_beams: int, sampling: bool, seeds: Sequence[int] | None
+    ) -> list[list[int]]:
         """Generated ids per image, up to and including the first end-of-text token."""
         kwargs = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False}
         if sampling:
@@ -437,11 +479,12 @@ class CaptionReward(torch.nn.Module):
     def _until_stop(self, row: list[int]) -> list[int]:
         for k, token in enumerate(row):
             if token in self.stop_ids:
-                return row[:k + 1]
+                return row[: k + 1]
         return row
 
-    def _sequence_log_prob(self, prefix: torch.Tensor, token_lists: list[list[int]],
-                           barred_first: Sequence[int] = ()) -> torch.Tensor:
+    def _sequence_log_prob(
+        self, prefix: torch.Tensor, token_lists: list[list[int]], barred_first: Sequence[int] = ()
+    ) -> torch.Tensor:
         """``sum_k log p(token_k | image, tokens before k)`` per row, teacher-forced after ``prefix``: [B] float32.
         ``barred_first``: ids taken out of the first step's distribution (renormalized without them)."""
         batch, device = prefix.shape[0], prefix.device
@@ -451,8 +494,8 @@ class CaptionReward(torch.nn.Module):
         text_ids = torch.full((batch, length), self.pad_id, dtype=torch.long)
         text_mask = torch.zeros(batch, length, dtype=torch.long)
         for i, ids in enumerate(token_lists):
-            text_ids[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            text_mask[i, :len(ids)] = 1
+            text_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            text_mask[i, : len(ids)] = 1
         text_ids, text_mask = text_ids.to(device), text_mask.to(device)
         logits = self._text_logits(prefix, text_ids, text_mask).float()
         if barred_first:
@@ -472,10 +515,16 @@ class CaptionReward(torch.nn.Module):
             start_col = torch.full_like(text_ids[:, :1], self.pad_id if start is None else start)
             decoder_ids = torch.cat([start_col, text_ids[:, :-1]], dim=1)
             decoder_mask = torch.cat([torch.ones_like(start_col), text_mask[:, :-1]], dim=1)
-            return language_model(inputs_embeds=prefix, attention_mask=prefix_mask, decoder_input_ids=decoder_ids,
-                                  decoder_attention_mask=decoder_mask).logits
+            return language_model(
+                inputs_embeds=prefix,
+                attention_mask=prefix_mask,
+                decoder_input_ids=decoder_ids,
+                decoder_attention_mask=decoder_mask,
+            ).logits
         text_embeds = language_model.get_input_embeddings()(text_ids)
-        logits = language_model(inputs_embeds=torch.cat([prefix, text_embeds], dim=1),
-                                attention_mask=torch.cat([prefix_mask, text_mask], dim=1)).logits
+        logits = language_model(
+            inputs_embeds=torch.cat([prefix, text_embeds], dim=1),
+            attention_mask=torch.cat([prefix_mask, text_mask], dim=1),
+        ).logits
         p = prefix.shape[1]
-        return logits[:, p - 1:p - 1 + text_ids.shape[1]]  # position k predicts token k + 1
+        return logits[:, p - 1 : p - 1 + text_ids.shape[1]]  # position k predicts token k + 1

@@ -26,7 +26,7 @@ class ImageStats:
     normalize: bool = True
 
     @classmethod
-    def from_image_processor(cls, processor) -> "ImageStats":
+    def from_image_processor(cls, processor) -> ImageStats:
         size = getattr(processor, "size", None) or {"height": 224, "width": 224}
         get = size.get if isinstance(size, dict) else (lambda key, default=None: getattr(size, key, default))
         height = get("height") or get("shortest_edge") or 224
@@ -64,8 +64,13 @@ def preprocess(pixels: torch.Tensor, stats: ImageStats, dtype: torch.dtype | Non
     x = pixels.float()
     if (x.shape[-2], x.shape[-1]) != (stats.height, stats.width):
         antialias = stats.mode in ("bilinear", "bicubic")
-        x = F.interpolate(x, size=(stats.height, stats.width), mode=stats.mode, antialias=antialias,
-                          **({} if stats.mode == "nearest" else {"align_corners": False}))
+        x = F.interpolate(
+            x,
+            size=(stats.height, stats.width),
+            mode=stats.mode,
+            antialias=antialias,
+            **({} if stats.mode == "nearest" else {"align_corners": False}),
+        )
     x = x.clamp(0.0, 1.0)
     if stats.normalize:
         mean = torch.tensor(stats.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)

@@ -28,8 +28,10 @@ def match_prompts(prompts: str | Sequence[str], batch: int) -> list[str]:
     if len(prompts) == 1:
         return [prompts[0].strip()] * batch
     if len(prompts) != batch:
-        raise PromptError(f"{len(prompts)} prompts for {batch} images: give one prompt for all images, or exactly one "
-                          f"prompt per image.")
+        raise PromptError(
+            f"{len(prompts)} prompts for {batch} images: give one prompt for all images, or exactly one "
+            f"prompt per image."
+        )
     return [p.strip() for p in prompts]
 
 
@@ -41,9 +43,13 @@ def split_prompt_lines(text: str, batch: int) -> list[str]:
     """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise PromptError("The prompt is empty: type the prompt the images were generated from (one line for all "
-                          "images, or one line per image).")
+        raise PromptError(
+            "The prompt is empty: type the prompt the images were generated from (one line for all "
+            "images, or one line per image)."
+        )
     if len(lines) != 1 and len(lines) != batch:
-        raise PromptError(f"The prompt has {len(lines)} lines but the batch has {batch} images: give one line (used "
-                          f"for every image) or exactly one line per image.")
+        raise PromptError(
+            f"The prompt has {len(lines)} lines but the batch has {batch} images: give one line (used "
+            f"for every image) or exactly one line per image."
+        )
     return match_prompts(lines, batch)

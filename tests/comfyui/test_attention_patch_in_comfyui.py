@@ -19,16 +19,60 @@ def graph(ckpt, strength, conditioning="prompt only", patched=True, width=16, he
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["ckpt", 1]}},
         "empty": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": width * 8, "height": height * 8}},
         "half": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": width * 4, "height": height * 8}},
-        "left": {"class_type": "MaskComposite", "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": 0, "y": 0, "operation": "add"}},
-        "right": {"class_type": "MaskComposite", "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": width * 4, "y": 0, "operation": "add"}},
-        "book": {"class_type": "RealignDiffGuidanceFromMask", "inputs": {"mask": ["left", 0], "caption": "a red book", "tag": "book", "score": 2.0, "prompt": PROMPT}},
-        "pen": {"class_type": "RealignDiffGuidanceFromMask", "inputs": {"mask": ["right", 0], "caption": "a yellow pen", "tag": "pen", "score": 0.5, "prompt": "", "guidance": ["book", 0]}},
-        "patch": {"class_type": "RealignDiffAttentionPatch", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "guidance": ["pen", 0], "strength": strength, "schedule": "paper", "end_percent": 1.0, "conditioning": conditioning}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width * 8, "height": height * 8, "batch_size": batch}},
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": ["patch", 0] if patched else ["ckpt", 0], "positive": ["patch", 1] if patched else ["pos", 0],
-            "negative": ["neg", 0], "latent_image": ["latent", 0], "seed": 7, "steps": 3, "cfg": 5.0,
-            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "left": {
+            "class_type": "MaskComposite",
+            "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": 0, "y": 0, "operation": "add"},
+        },
+        "right": {
+            "class_type": "MaskComposite",
+            "inputs": {"destination": ["empty", 0], "source": ["half", 0], "x": width * 4, "y": 0, "operation": "add"},
+        },
+        "book": {
+            "class_type": "RealignDiffGuidanceFromMask",
+            "inputs": {"mask": ["left", 0], "caption": "a red book", "tag": "book", "score": 2.0, "prompt": PROMPT},
+        },
+        "pen": {
+            "class_type": "RealignDiffGuidanceFromMask",
+            "inputs": {
+                "mask": ["right", 0],
+                "caption": "a yellow pen",
+                "tag": "pen",
+                "score": 0.5,
+                "prompt": "",
+                "guidance": ["book", 0],
+            },
+        },
+        "patch": {
+            "class_type": "RealignDiffAttentionPatch",
+            "inputs": {
+                "model": ["ckpt", 0],
+                "clip": ["ckpt", 1],
+                "guidance": ["pen", 0],
+                "strength": strength,
+                "schedule": "paper",
+                "end_percent": 1.0,
+                "conditioning": conditioning,
+            },
+        },
+        "latent": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": width * 8, "height": height * 8, "batch_size": batch},
+        },
+        "sample": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["patch", 0] if patched else ["ckpt", 0],
+                "positive": ["patch", 1] if patched else ["pos", 0],
+                "negative": ["neg", 0],
+                "latent_image": ["latent", 0],
+                "seed": 7,
+                "steps": 3,
+                "cfg": 5.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
         "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "realign_test"}},
         "report": {"class_type": "PreviewAny", "inputs": {"source": ["patch", 2]}},
     }
@@ -135,10 +179,14 @@ def test_only_our_positive_is_modulated_when_another_positive_is_combined(comfyu
     guidance = [RealignGuidance(PROMPT, 64, 64, [GuidedObject("book", 2.0, "a red book", mask)])]
     patched, positive, _ = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
     realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
-    other = comfyui.nodes.CLIPTextEncode().encode(clip, "a blue car on a street")[0]  # same length, flagged positive too
+    other = comfyui.nodes.CLIPTextEncode().encode(clip, "a blue car on a street")[
+        0
+    ]  # same length, flagged positive too
     combined = comfyui.nodes.ConditioningCombine().combine(positive, other)[0]
     negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
-    comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", combined, negative, {"samples": torch.zeros(1, 4, 8, 8)})
+    comfyui.nodes.common_ksampler(
+        patched, 1, 2, 5.0, "euler", "normal", combined, negative, {"samples": torch.zeros(1, 4, 8, 8)}
+    )
     assert realign.modulated_calls > 0 and len(realign.positive_uuids) == 1
     assert realign.modulated_rows == realign.modulated_calls  # one row (ours) per call, never the other positive
 
@@ -150,11 +198,14 @@ def two_level_checkpoint(comfyui):
     name = "realign_sd15_two_level.safetensors"
     path = comfyui.models_dir / "checkpoints" / name
     if not path.exists():
-        write_sd15_checkpoint(path, unet_overrides={
-            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-            "block_out_channels": [320, 640],
-        })
+        write_sd15_checkpoint(
+            path,
+            unet_overrides={
+                "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+                "block_out_channels": [320, 640],
+            },
+        )
     return name
 
 
@@ -170,8 +221,9 @@ def test_every_block_is_modulated_at_every_layer_size_of_an_odd_latent(comfyui, 
     patched, positive, _ = apply_realign_patch(model, clip, guidance, 1.0, "paper", 1.0, "prompt only")
     realign = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).realign
     negative = comfyui.nodes.CLIPTextEncode().encode(clip, "")[0]
-    out = comfyui.nodes.common_ksampler(patched, 1, 2, 5.0, "euler", "normal", positive, negative,
-                                        {"samples": torch.zeros(1, 4, 13, 17)})[0]["samples"]
+    out = comfyui.nodes.common_ksampler(
+        patched, 1, 2, 5.0, "euler", "normal", positive, negative, {"samples": torch.zeros(1, 4, 13, 17)}
+    )[0]["samples"]
     assert out.shape == (1, 4, 13, 17)
     blocks = set(cross_attention_blocks(patched.model.diffusion_model))
     assert len(blocks) > 4 and realign.modulated_blocks == blocks
@@ -187,13 +239,17 @@ def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):
     from realign_pack.realign_diff import sd15_configs, sd15_keys
 
     require_sd1(comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[0])
-    sd2 = dict(sd15_configs.UNET, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True)
+    sd2 = dict(
+        sd15_configs.UNET, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True
+    )
     with torch.device("meta"):
         unet = UNet2DConditionModel(**sd2)
     ldm = sd15_keys.unet_to_ldm(unet.state_dict(), unet.config)
     model_config = comfy.model_detection.model_config_from_unet(ldm, sd15_keys.UNET_PREFIX)
     with torch.device("meta"):
-        model = comfy.model_patcher.ModelPatcher(model_config.get_model({}, sd15_keys.UNET_PREFIX, device="meta"), "cpu", "cpu")
+        model = comfy.model_patcher.ModelPatcher(
+            model_config.get_model({}, sd15_keys.UNET_PREFIX, device="meta"), "cpu", "cpu"
+        )
     with pytest.raises(ValueError, match="works on SD-1.x models.*SD20"):
         require_sd1(model)
 
@@ -217,10 +273,14 @@ def test_prompts_of_several_chunks_and_cond_uncond_of_different_lengths(comfyui,
     assert (pen.min() > 77) == (long_side == "positive")  # the pen sits in the second chunk
     negative = comfyui.nodes.CLIPTextEncode().encode(clip, negative_text)[0]
     latent = {"samples": torch.zeros(1, 4, 12, 16)}
-    modulated = comfyui.nodes.common_ksampler(patched, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    modulated = comfyui.nodes.common_ksampler(patched, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0][
+        "samples"
+    ]
     assert realign.modulated_calls > 0 and "not a multiple" not in caplog.text
     off, positive_off, _ = apply_realign_patch(model, clip, guidance, 0.0, "paper", 1.0, "prompt only")
-    plain = comfyui.nodes.common_ksampler(off, 3, 2, 5.0, "euler", "normal", positive_off, negative, latent)[0]["samples"]
+    plain = comfyui.nodes.common_ksampler(off, 3, 2, 5.0, "euler", "normal", positive_off, negative, latent)[0][
+        "samples"
+    ]
     assert not torch.allclose(modulated, plain)
 
 

@@ -28,10 +28,22 @@ def blip2_in_models(comfyui):
 
 def graph(captioner, text_encoder, prompt, two_images=False):
     nodes = {
-        "1": {"class_type": LOADER, "inputs": {"captioner": captioner, "text_encoder": text_encoder, "precision": "auto"}},
+        "1": {
+            "class_type": LOADER,
+            "inputs": {"captioner": captioner, "text_encoder": text_encoder, "precision": "auto"},
+        },
         "2": {"class_type": "LoadImage", "inputs": {"image": "realign_red.png"}},
-        "4": {"class_type": SCORER, "inputs": {"caption_reward": ["1", 0], "images": ["2", 0], "prompt": prompt,
-                                               "max_new_tokens": 8, "num_beams": 1, "batch_size": 8}},
+        "4": {
+            "class_type": SCORER,
+            "inputs": {
+                "caption_reward": ["1", 0],
+                "images": ["2", 0],
+                "prompt": prompt,
+                "max_new_tokens": 8,
+                "num_beams": 1,
+                "batch_size": 8,
+            },
+        },
     }
     if two_images:
         nodes["3"] = {"class_type": "LoadImage", "inputs": {"image": "realign_ramp.png"}}
@@ -77,7 +89,9 @@ def test_load_image_then_caption_reward_scorer(comfyui, blip2_in_models):
     from realign_diff.reward import CaptionReward
 
     image = torch.from_numpy(np.full((1, 48, 64, 3), (200, 30, 30), np.float32) / 255.0)
-    reward = CaptionReward.from_pretrained(*(comfyui.models_dir / "blip2" / name for name in blip2_in_models), device="cpu")
+    reward = CaptionReward.from_pretrained(
+        *(comfyui.models_dir / "blip2" / name for name in blip2_in_models), device="cpu"
+    )
     direct = reward.score(image, "a red book on a desk", max_new_tokens=8)
     assert captions == direct.captions
     assert rewards[0] == pytest.approx(float(direct.rewards[0]), abs=1e-5)

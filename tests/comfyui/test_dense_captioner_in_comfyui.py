@@ -25,8 +25,12 @@ def files(comfyui):
     from PIL import Image
 
     models = install_in_comfyui(comfyui)
-    ram = write_tiny_ram(comfyui.models_dir / "ram" / "captioner", "ram", present=("book", "desk", "banana"),
-                         file_name="realign_ram_captioner")
+    ram = write_tiny_ram(
+        comfyui.models_dir / "ram" / "captioner",
+        "ram",
+        present=("book", "desk", "banana"),
+        file_name="realign_ram_captioner",
+    )
     models["ram"] = f"captioner/{ram.name}"
     pixels = (synthetic_image(72, 112)[0] * 255).round().to(torch.uint8).numpy()
     Image.fromarray(pixels).save(comfyui.base_dir / "input" / "realign_captioner.png")
@@ -36,16 +40,28 @@ def files(comfyui):
 
 def graph(files, box_threshold=0.0, **captioner_inputs):
     inputs = {
-        "image": ["2", 0], "prompt": PROMPT, "ram": ["3", 0], "grounding_dino": ["4", 0], "sam": ["5", 0],
-        "scorer": "offline", "ram_threshold": 0.0, "ram_top_k": 20, "box_threshold": box_threshold,
-        "text_threshold": 0.0, "nms_threshold": 0.5, "add_prompt_objects": True, **captioner_inputs,
+        "image": ["2", 0],
+        "prompt": PROMPT,
+        "ram": ["3", 0],
+        "grounding_dino": ["4", 0],
+        "sam": ["5", 0],
+        "scorer": "offline",
+        "ram_threshold": 0.0,
+        "ram_top_k": 20,
+        "box_threshold": box_threshold,
+        "text_threshold": 0.0,
+        "nms_threshold": 0.5,
+        "add_prompt_objects": True,
+        **captioner_inputs,
     }
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": files["image"]}},
         "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 2}},
         "3": {"class_type": "RealignDiffRamLoader", "inputs": {"ckpt_name": files["ram"], "precision": "auto"}},
-        "4": {"class_type": "RealignDiffGroundingDinoLoader",
-              "inputs": {"model_name": files["grounding_dino"], "bert": files["bert"], "config": "auto"}},
+        "4": {
+            "class_type": "RealignDiffGroundingDinoLoader",
+            "inputs": {"model_name": files["grounding_dino"], "bert": files["bert"], "config": "auto"},
+        },
         "5": {"class_type": "RealignDiffSamLoader", "inputs": {"model_name": files["sam"], "model_type": "auto"}},
         "6": {"class_type": CAPTIONER, "inputs": inputs},
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 2]}},
@@ -109,9 +125,18 @@ def test_nothing_found_is_an_empty_guidance_not_an_error(comfyui, files):
 def test_the_guidance_drives_the_realign_attention_patch(comfyui, files, sd15_checkpoint):
     prompt = graph(files)
     prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_checkpoint}}
-    prompt["21"] = {"class_type": "RealignDiffAttentionPatch", "inputs": {
-        "model": ["20", 0], "clip": ["20", 1], "guidance": ["6", 0], "strength": 1.0, "schedule": "paper",
-        "end_percent": 1.0, "conditioning": "prompt only"}}
+    prompt["21"] = {
+        "class_type": "RealignDiffAttentionPatch",
+        "inputs": {
+            "model": ["20", 0],
+            "clip": ["20", 1],
+            "guidance": ["6", 0],
+            "strength": 1.0,
+            "schedule": "paper",
+            "end_percent": 1.0,
+            "conditioning": "prompt only",
+        },
+    }
     prompt["22"] = {"class_type": "PreviewAny", "inputs": {"source": ["21", 2]}}
     outputs = comfyui.output_of(prompt, "21")
     report = outputs[2][0]
@@ -122,8 +147,9 @@ def test_the_guidance_drives_the_realign_attention_patch(comfyui, files, sd15_ch
 
 
 def test_llm_path_in_comfyui_never_shows_the_key(comfyui, files, monkeypatch):
-    reply = answer([("book", 2, "a crimson book"), ("desk", 0.5, "a desk"), ("banana", 0, "a banana"),
-                    ("pen", 2, "a yellow pen")])
+    reply = answer(
+        [("book", 2, "a crimson book"), ("desk", 0.5, "a desk"), ("banana", 0, "a banana"), ("pen", 2, "a yellow pen")]
+    )
     with StubLLMServer() as server:
         server.default = Reply(content=reply)
         monkeypatch.setenv("REALIGN_DIFF_LLM_BASE_URL", server.url)
@@ -148,6 +174,7 @@ def test_cancel_while_the_llm_is_waited_on_stops_the_prompt_within_seconds(comfy
     import time
 
     import comfy.model_management as mm
+
     from realign_testkit.comfyui import ExecutionFailed
 
     config = tmp_path / "realign_diff_llm.json"
@@ -183,6 +210,7 @@ def test_cancel_inside_grounding_dino_stops_the_prompt_before_its_next_layer(com
     import time
 
     import comfy.model_management as mm
+
     from realign_testkit.comfyui import ExecutionFailed
 
     pressed, after = [], []
@@ -201,7 +229,9 @@ def test_cancel_inside_grounding_dino_stops_the_prompt_before_its_next_layer(com
         stopped = time.perf_counter() - pressed[0]
     finally:
         handle.remove()
-    print(f"\nCancel in ComfyUI inside GroundingDINO: the prompt stopped {stopped:.3f} s after the interrupt, "
-          f"{len(after)} module call(s) later")
+    print(
+        f"\nCancel in ComfyUI inside GroundingDINO: the prompt stopped {stopped:.3f} s after the interrupt, "
+        f"{len(after)} module call(s) later"
+    )
     assert stopped < 3.0 and len(after) <= 1
     assert any(event == "execution_interrupted" for event, _ in comfyui.executor.status_messages)

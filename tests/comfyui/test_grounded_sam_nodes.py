@@ -31,12 +31,27 @@ def found(comfyui, tiny_models):
 
 def _prompt(models, box_threshold, batch_size=1):
     return {
-        "1": {"class_type": LOADER, "inputs": {"model_name": models["grounding_dino"], "bert": models["bert"], "config": "auto"}},
+        "1": {
+            "class_type": LOADER,
+            "inputs": {"model_name": models["grounding_dino"], "bert": models["bert"], "config": "auto"},
+        },
         "2": {"class_type": SAM_LOADER, "inputs": {"model_name": models["sam"], "model_type": "auto"}},
-        "3": {"class_type": "EmptyImage", "inputs": {"width": 80, "height": 56, "batch_size": batch_size, "color": 0xCC2020}},
-        "4": {"class_type": MASKS, "inputs": {"grounding_dino": ["1", 0], "sam": ["2", 0], "image": ["3", 0],
-                                             "tags": "red book, yellow pen\nbanana", "box_threshold": box_threshold,
-                                             "text_threshold": 0.0, "nms_threshold": 0.5}},
+        "3": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 80, "height": 56, "batch_size": batch_size, "color": 0xCC2020},
+        },
+        "4": {
+            "class_type": MASKS,
+            "inputs": {
+                "grounding_dino": ["1", 0],
+                "sam": ["2", 0],
+                "image": ["3", 0],
+                "tags": "red book, yellow pen\nbanana",
+                "box_threshold": box_threshold,
+                "text_threshold": 0.0,
+                "nms_threshold": 0.5,
+            },
+        },
         "5": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},  # an output, so the prompt runs
     }
@@ -53,7 +68,9 @@ def test_loaders_list_the_model_folders(comfyui, tiny_models):
     assert tiny_models["grounding_dino"] in inputs["model_name"][0]
     assert tiny_models["bert"] in inputs["bert"][0]
     assert inputs["config"][0][:3] == ["auto", "swint_ogc", "swinb"]
-    assert tiny_models["sam"] in comfyui.nodes.NODE_CLASS_MAPPINGS[SAM_LOADER].INPUT_TYPES()["required"]["model_name"][0]
+    assert (
+        tiny_models["sam"] in comfyui.nodes.NODE_CLASS_MAPPINGS[SAM_LOADER].INPUT_TYPES()["required"]["model_name"][0]
+    )
 
 
 def test_loaders_give_offloadable_models(found):

@@ -31,6 +31,7 @@ def test_every_input_and_output_has_a_tooltip_and_no_input_takes_a_key(comfyui):
                 options = spec[1] if len(spec) > 1 else {}
                 assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
                 assert not {"key", "apikey", "token", "secret", "password"} & set(name.lower().split("_")), (
-                    f"{node_id}.{name} looks like a secret: keys come from the environment or a config file")
+                    f"{node_id}.{name} looks like a secret: keys come from the environment or a config file"
+                )
         tooltips = getattr(cls, "OUTPUT_TOOLTIPS", None)
         assert tooltips is not None and len(tooltips) == len(cls.RETURN_TYPES), f"{node_id} output tooltips"

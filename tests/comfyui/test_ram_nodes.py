@@ -15,7 +15,9 @@ LOADER, TAGGER = "RealignDiffRamLoader", "RealignDiffRamTagger"
 @pytest.fixture(scope="module")
 def ram_checkpoint(comfyui):
     """A tiny RAM++ in models/ram whose thresholds make it return exactly 'book' and 'pen' for any image."""
-    path = write_tiny_ram(comfyui.models_dir / "ram", "ram_plus", present=("book", "pen"), file_name="realign_ram_plus_tiny")
+    path = write_tiny_ram(
+        comfyui.models_dir / "ram", "ram_plus", present=("book", "pen"), file_name="realign_ram_plus_tiny"
+    )
     return path.name
 
 

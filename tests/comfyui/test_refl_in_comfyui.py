@@ -17,8 +17,19 @@ def _train(comfyui, sd15_checkpoint, tmp_path, output, **overrides):
     base = comfyui.models_dir / "checkpoints" / sd15_checkpoint
     prompts = write_prompts(tmp_path / "prompts.txt")
     # the fixture's UNet is one level deep with a full VAE: 64 px gives 8 x 8 latents
-    config = tiny_config(base, prompts, output, resolution=64, num_inference_steps=2, refl_step_min=1, refl_step_max=1,
-                         guidance_scale=1.0, max_steps=1, run_dir=str(tmp_path / "run"), **overrides)
+    config = tiny_config(
+        base,
+        prompts,
+        output,
+        resolution=64,
+        num_inference_steps=2,
+        refl_step_min=1,
+        refl_step_max=1,
+        guidance_scale=1.0,
+        max_steps=1,
+        run_dir=str(tmp_path / "run"),
+        **overrides,
+    )
     return train(config, ToyCaptionScorer()).output
 
 
@@ -33,12 +44,32 @@ def _sample(comfyui, ckpt_name, lora_name=None):
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "refl_smoke"}},
     }
     if lora_name:
-        prompt["8"] = {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": lora_name,
-                                                               "strength_model": 1.0, "strength_clip": 1.0}}
+        prompt["8"] = {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["1", 1],
+                "lora_name": lora_name,
+                "strength_model": 1.0,
+                "strength_clip": 1.0,
+            },
+        }
         model = ["8", 0]
-    prompt["5"] = {"class_type": "KSampler", "inputs": {"model": model, "positive": ["2", 0], "negative": ["3", 0],
-                   "latent_image": ["4", 0], "seed": 1, "steps": 1, "cfg": 7.0, "sampler_name": "euler",
-                   "scheduler": "normal", "denoise": 1.0}}
+    prompt["5"] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": model,
+            "positive": ["2", 0],
+            "negative": ["3", 0],
+            "latent_image": ["4", 0],
+            "seed": 1,
+            "steps": 1,
+            "cfg": 7.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+        },
+    }
     outputs = comfyui.run(prompt)
     assert outputs["7"]["images"][0]["filename"].startswith("refl_smoke")
 
@@ -74,9 +105,13 @@ def test_trained_lora_keys_are_all_read_by_loraloader_and_it_samples(comfyui, sd
 
     config = {**UNET_SMALL, "mid_block_type": "UNetMidBlock2DCrossAttn"}
     for module in modules:
-        diffusers_name = next(n for n in _diffusers_weight_names(config) if "lora_unet_" + n[: -len(".weight")].replace(".", "_") == module)
+        diffusers_name = next(
+            n
+            for n in _diffusers_weight_names(config)
+            if "lora_unet_" + n[: -len(".weight")].replace(".", "_") == module
+        )
         ldm = next(iter(sd15_keys.unet_to_ldm({diffusers_name: torch.zeros(1)}, config)))
-        assert key_map[module] == "diffusion_model." + ldm[len(sd15_keys.UNET_PREFIX):]
+        assert key_map[module] == "diffusion_model." + ldm[len(sd15_keys.UNET_PREFIX) :]
     with caplog.at_level(logging.WARNING):
         patches = comfy.lora.load_lora(lora, key_map)
     assert "lora key not loaded" not in caplog.text

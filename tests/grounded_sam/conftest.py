@@ -17,7 +17,7 @@ def tiny_grounding_dino_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_grounding_dino_files):
-    from realign_diff.captioner.grounding import load_grounding_dino
+    from realign_diff.dense_captioner.grounding import load_grounding_dino
 
     checkpoint, bert_dir = tiny_grounding_dino_files
     return load_grounding_dino(checkpoint, bert_dir, config=TINY_GROUNDING_DINO, image_size=96)
@@ -30,7 +30,7 @@ def tiny_sam_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_segmenter(tiny_sam_file):
-    from realign_diff.captioner.sam import load_sam
+    from realign_diff.dense_captioner.sam import load_sam
 
     return load_sam(tiny_sam_file)
 

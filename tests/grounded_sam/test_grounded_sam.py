@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from realign_diff.captioner.grounded_sam import GROUND_TAGS_STEPS, box_mask, ground_tags, merge_per_tag
-from realign_diff.captioner.grounding import Detection
+from realign_diff.dense_captioner.grounded_sam import GROUND_TAGS_STEPS, box_mask, ground_tags, merge_per_tag
+from realign_diff.dense_captioner.grounding import Detection
 from realign_testkit.sam import ForwardCounter
 
 
@@ -64,13 +64,20 @@ def test_ground_tags_end_to_end(tiny_detector, tiny_segmenter, synthetic_image):
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
         own = [d for d in detections if d.phrase == obj.tag]
         assert obj.confidence == max(d.confidence for d in own)
-        assert obj.box == (min(d.box[0] for d in own), min(d.box[1] for d in own), max(d.box[2] for d in own), max(d.box[3] for d in own))
+        assert obj.box == (
+            min(d.box[0] for d in own),
+            min(d.box[1] for d in own),
+            max(d.box[2] for d in own),
+            max(d.box[3] for d in own),
+        )
 
 
 def test_nothing_found_is_an_empty_list_without_running_sam(tiny_detector, tiny_segmenter, synthetic_image):
     steps = []
     with ForwardCounter(tiny_segmenter.sam.image_encoder) as encoder:
-        objects = ground_tags(tiny_detector, tiny_segmenter, synthetic_image, ["red book"], box_threshold=1.0, on_step=steps.append)
+        objects = ground_tags(
+            tiny_detector, tiny_segmenter, synthetic_image, ["red book"], box_threshold=1.0, on_step=steps.append
+        )
     assert objects == []
     assert encoder.calls == 0
     assert sum(steps) == GROUND_TAGS_STEPS

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from realign_diff.captioner import grounding
-from realign_diff.captioner.grounding import (
+from realign_diff.dense_captioner import grounding
+from realign_diff.dense_captioner.grounding import (
     SWINB,
     SWINT_OGC,
     Detection,
@@ -24,7 +24,7 @@ from realign_diff.captioner.grounding import (
     resized_size,
     select_detections,
 )
-from realign_diff.captioner.grounding_compat import BertTextEncoder, constructing_with, import_groundingdino
+from realign_diff.dense_captioner.grounding_compat import BertTextEncoder, constructing_with, import_groundingdino
 from realign_testkit.grounding import (
     TINY_GROUNDING_DINO,
     VOCAB,
@@ -72,7 +72,9 @@ def test_bert_weights_come_from_the_folder_when_the_checkpoint_has_none(tmp_path
     detector = load_grounding_dino(no_bert, bert_dir, config=TINY_GROUNDING_DINO)
     folder = BertModel.from_pretrained(str(bert_dir), local_files_only=True)
     assert torch.equal(detector.model.bert.embeddings.word_embeddings.weight, folder.embeddings.word_embeddings.weight)
-    assert torch.equal(detector.model.bert.encoder.layer[1].output.dense.weight, folder.encoder.layer[1].output.dense.weight)
+    assert torch.equal(
+        detector.model.bert.encoder.layer[1].output.dense.weight, folder.encoder.layer[1].output.dense.weight
+    )
 
     config_only = write_bert_folder(tmp_path / "config-only", weights=False)
     with pytest.raises(ValueError, match="no BERT weights.*model.safetensors"):
@@ -87,7 +89,7 @@ def test_import_does_not_need_the_visualizer_dependencies():
         for name in ("cv2", "matplotlib", "pycocotools", "supervision"):
             sys.modules[name] = None  # any import of them raises ImportError
         import realign_diff
-        from realign_diff.captioner.grounding_compat import import_groundingdino
+        from realign_diff.dense_captioner.grounding_compat import import_groundingdino
         gd = import_groundingdino()
         assert gd.GroundingDINO.__name__ == "GroundingDINO"
         assert "groundingdino.util.visualizer" not in sys.modules
@@ -138,7 +140,9 @@ def test_bert_text_encoder_equals_transformers_bert_with_a_plain_mask():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).eval()
+    bert = BertModel(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).eval()
     ids = torch.randint(5, 50, (2, 7))
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
@@ -154,7 +158,9 @@ def test_bert_text_encoder_keeps_groundingdinos_phrases_apart():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).eval()
+    bert = BertModel(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).eval()
     ids = torch.tensor([[2, 11, 12, 5, 13, 5, 3]])  # [CLS] red book . pen . [SEP]
     blocks = [(0, 1), (1, 4), (4, 6), (6, 7)]
     mask = torch.zeros(1, 7, 7, dtype=torch.bool)
@@ -334,7 +340,9 @@ def test_boxes_are_given_to_the_best_phrase_and_thresholded():
     probs[2, 3] = 0.99  # only a separator: no phrase
     probs[3, 4] = 0.8  # pen, box far outside the image
     boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.5, 0.5, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1], [1.5, 1.5, 0.2, 0.2]])
-    found = select_detections(probs, boxes, spans, ["red book", "pen"], 200, 100, box_threshold=0.35, text_threshold=0.25)
+    found = select_detections(
+        probs, boxes, spans, ["red book", "pen"], 200, 100, box_threshold=0.35, text_threshold=0.25
+    )
     assert found == [Detection("red book", pytest.approx((80.0, 30.0, 120.0, 70.0)), pytest.approx(0.9))]
 
 
@@ -343,7 +351,9 @@ def test_text_threshold_applies_too():
     probs[0, 1] = 0.4
     boxes = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     assert select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.2, text_threshold=0.45) == []
-    assert len(select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.2, text_threshold=0.3)) == 1
+    assert (
+        len(select_detections(probs, boxes, [(0, 1, 2)], ["cat"], 10, 10, box_threshold=0.2, text_threshold=0.3)) == 1
+    )
 
 
 def test_box_threshold_reads_every_text_token_and_text_threshold_the_phrase():
@@ -361,7 +371,9 @@ def test_box_threshold_reads_every_text_token_and_text_threshold_the_phrase():
 def test_boxes_are_clamped_to_the_image():
     probs = torch.zeros(1, 256)
     probs[0, 1] = 0.9
-    (found,) = select_detections(probs, torch.tensor([[0.95, 0.05, 0.3, 0.3]]), [(0, 1, 2)], ["cat"], 100, 50, 0.35, 0.25)
+    (found,) = select_detections(
+        probs, torch.tensor([[0.95, 0.05, 0.3, 0.3]]), [(0, 1, 2)], ["cat"], 100, 50, 0.35, 0.25
+    )
     assert found.box == pytest.approx((80.0, 0.0, 100.0, 10.0))
 
 

@@ -35,7 +35,7 @@ def test_tags_are_split_on_commas_periods_and_lines(pack):
 
 def test_masks_and_labels_batch_every_object_and_never_return_nothing(pack):
     from realign_pack.nodes.grounded_sam import masks_and_labels
-    from realign_pack.realign_diff.captioner.grounded_sam import GroundedObject
+    from realign_pack.realign_diff.dense_captioner.grounded_sam import GroundedObject
 
     book = GroundedObject("book", torch.ones(4, 6), (0.0, 0.0, 6.0, 4.0), 0.91234)
     pen = GroundedObject("pen", torch.zeros(4, 6), (1.0, 1.0, 2.0, 2.0), 0.5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from realign_diff.captioner.sam import SAM_CONFIGS, infer_sam_config, load_sam, model_type_of
+from realign_diff.dense_captioner.sam import SAM_CONFIGS, infer_sam_config, load_sam, model_type_of
 from realign_testkit.sam import TINY_SAM, ForwardCounter, tiny_sam_state_dict
 
 
@@ -22,7 +22,9 @@ def test_loader_reads_the_architecture_from_the_file_and_loads_every_tensor(tiny
     assert torch.equal(tiny_segmenter.sam.pixel_std.flatten(), torch.tensor([58.395, 57.12, 57.375]))
 
 
-def test_a_half_precision_safetensors_file_loads_to_float32_and_segments_like_the_pth(tmp_path, tiny_segmenter, synthetic_image):
+def test_a_half_precision_safetensors_file_loads_to_float32_and_segments_like_the_pth(
+    tmp_path, tiny_segmenter, synthetic_image
+):
     from safetensors.torch import save_file
 
     path = tmp_path / "sam_tiny_fp16.safetensors"
@@ -37,8 +39,9 @@ def test_a_half_precision_safetensors_file_loads_to_float32_and_segments_like_th
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
 def test_the_original_models_are_recognized_from_their_shapes(model_type):
     """segment-anything's own builders (on the meta device: shapes only) -> our config and type name."""
-    from realign_diff.captioner.sam import build_sam
     from segment_anything import sam_model_registry
+
+    from realign_diff.dense_captioner.sam import build_sam
 
     with torch.device("meta"):
         original = sam_model_registry[model_type]().state_dict()
@@ -62,7 +65,10 @@ def test_the_image_is_encoded_once_whatever_the_number_of_boxes(tiny_segmenter, 
     boxes = torch.tensor([[5.0 * i, 4.0 * i, 5.0 * i + 30, 4.0 * i + 25] for i in range(7)])
     tiny_segmenter.box_batch = 3  # three decoder batches
     try:
-        with ForwardCounter(tiny_segmenter.sam.image_encoder) as encoder, ForwardCounter(tiny_segmenter.sam.mask_decoder) as decoder:
+        with (
+            ForwardCounter(tiny_segmenter.sam.image_encoder) as encoder,
+            ForwardCounter(tiny_segmenter.sam.mask_decoder) as decoder,
+        ):
             masks = tiny_segmenter.segment(synthetic_image, boxes)
     finally:
         tiny_segmenter.box_batch = 16
@@ -93,7 +99,9 @@ def test_masks_match_segment_anythings_predictor(tiny_segmenter, synthetic_image
     pixels = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
     predictor.set_torch_image(pixels, (height, width))
     theirs, _, _ = predictor.predict_torch(
-        point_coords=None, point_labels=None, boxes=predictor.transform.apply_boxes_torch(boxes, (height, width)),
+        point_coords=None,
+        point_labels=None,
+        boxes=predictor.transform.apply_boxes_torch(boxes, (height, width)),
         multimask_output=False,
     )
     assert torch.equal(ours, theirs[:, 0].float())

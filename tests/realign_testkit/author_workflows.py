@@ -112,8 +112,9 @@ class Layout:
 
 
 def _sampler(g, title):
-    return g.add("KSampler", (0, 0), steps=STEPS, cfg=7.5, sampler_name="euler_ancestral", scheduler="normal",
-                 title=title)
+    return g.add(
+        "KSampler", (0, 0), steps=STEPS, cfg=7.5, sampler_name="euler_ancestral", scheduler="normal", title=title
+    )
 
 
 def _coarse_pass(g):
@@ -126,10 +127,19 @@ def _coarse_pass(g):
     latent = g.add("EmptyLatentImage", (0, 0), width=SIZE, height=SIZE, batch_size=1)
     coarse = _sampler(g, "Coarse pass")
     coarse_decode = g.add("VAEDecode", (0, 0), title="Coarse image")
-    _wire(g, (ckpt, "CLIP", positive, "clip"), (ckpt, "CLIP", negative, "clip"), (prompt, 0, positive, "text"),
-          (ckpt, "MODEL", coarse, "model"), (positive, 0, coarse, "positive"), (negative, 0, coarse, "negative"),
-          (latent, 0, coarse, "latent_image"), (seed, 0, coarse, "seed"), (coarse, 0, coarse_decode, "samples"),
-          (ckpt, "VAE", coarse_decode, "vae"))
+    _wire(
+        g,
+        (ckpt, "CLIP", positive, "clip"),
+        (ckpt, "CLIP", negative, "clip"),
+        (prompt, 0, positive, "text"),
+        (ckpt, "MODEL", coarse, "model"),
+        (positive, 0, coarse, "positive"),
+        (negative, 0, coarse, "negative"),
+        (latent, 0, coarse, "latent_image"),
+        (seed, 0, coarse, "seed"),
+        (coarse, 0, coarse_decode, "samples"),
+        (ckpt, "VAE", coarse_decode, "vae"),
+    )
     return prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode
 
 
@@ -145,32 +155,60 @@ def two_pass(nodes, measure=None) -> dict:
     dino = g.add(_node(nodes, "GroundingDinoLoader"), (0, 0), model_name=GROUNDING_DINO_FILE, bert=BERT_FOLDER)
     sam = g.add(_node(nodes, "SamLoader"), (0, 0), model_name=SAM_FILE)
     captioner = g.add(_node(nodes, "LocalDenseCaptioner"), (0, 0))
-    _wire(g, (coarse_decode, 0, captioner, "image"), (prompt, 0, captioner, "prompt"), (ram, 0, captioner, "ram"),
-          (dino, 0, captioner, "grounding_dino"), (sam, 0, captioner, "sam"))
+    _wire(
+        g,
+        (coarse_decode, 0, captioner, "image"),
+        (prompt, 0, captioner, "prompt"),
+        (ram, 0, captioner, "ram"),
+        (dino, 0, captioner, "grounding_dino"),
+        (sam, 0, captioner, "sam"),
+    )
 
     patch = g.add(_node(nodes, "AttentionPatch"), (0, 0))
     fine = _sampler(g, "Realigned pass (same seed)")
     fine_decode = g.add("VAEDecode", (0, 0), title="Realigned image")
     report = g.add("PreviewAny", (0, 0), size=(340, 200), title="Token report")
-    _wire(g, (ckpt, "MODEL", patch, "model"), (ckpt, "CLIP", patch, "clip"), (captioner, "guidance", patch, "guidance"),
-          (patch, "model", fine, "model"), (patch, "positive", fine, "positive"), (negative, 0, fine, "negative"),
-          (latent, 0, fine, "latent_image"), (seed, 0, fine, "seed"), (fine, 0, fine_decode, "samples"),
-          (ckpt, "VAE", fine_decode, "vae"), (patch, "report", report, "source"))
+    _wire(
+        g,
+        (ckpt, "MODEL", patch, "model"),
+        (ckpt, "CLIP", patch, "clip"),
+        (captioner, "guidance", patch, "guidance"),
+        (patch, "model", fine, "model"),
+        (patch, "positive", fine, "positive"),
+        (negative, 0, fine, "negative"),
+        (latent, 0, fine, "latent_image"),
+        (seed, 0, fine, "seed"),
+        (fine, 0, fine_decode, "samples"),
+        (ckpt, "VAE", fine_decode, "vae"),
+        (patch, "report", report, "source"),
+    )
 
     note_blip2 = g.note(MODELS_NOTE_BLIP2, (0, 0), (440, 200))
     blip2 = g.add(_node(nodes, "Blip2RewardLoader"), (0, 0), captioner=BLIP2_CAPTIONER, text_encoder=BLIP2_TEXT_ENCODER)
     both = g.add("ImageBatch", (0, 0), title="coarse, realigned")
     scorer = g.add(_node(nodes, "CaptionRewardScorer"), (0, 0))
     summary = g.add("PreviewAny", (0, 0), size=(420, 240), title="Caption reward: coarse vs realigned")
-    side = g.add("ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8,
-                 title="coarse | realigned")
-    with_masks = g.add("ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8,
-                       title="... | masks")
+    side = g.add(
+        "ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8, title="coarse | realigned"
+    )
+    with_masks = g.add(
+        "ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8, title="... | masks"
+    )
     save = g.add("SaveImage", (0, 0), size=(640, 300), filename_prefix="RealignDiff/two_pass")
-    _wire(g, (coarse_decode, 0, both, "image1"), (fine_decode, 0, both, "image2"),
-          (blip2, 0, scorer, "caption_reward"), (both, 0, scorer, "images"), (prompt, 0, scorer, "prompt"),
-          (scorer, "summary", summary, "source"), (coarse_decode, 0, side, "image1"), (fine_decode, 0, side, "image2"),
-          (side, 0, with_masks, "image1"), (captioner, "preview", with_masks, "image2"), (with_masks, 0, save, "images"))
+    _wire(
+        g,
+        (coarse_decode, 0, both, "image1"),
+        (fine_decode, 0, both, "image2"),
+        (blip2, 0, scorer, "caption_reward"),
+        (both, 0, scorer, "images"),
+        (prompt, 0, scorer, "prompt"),
+        (scorer, "summary", summary, "source"),
+        (coarse_decode, 0, side, "image1"),
+        (fine_decode, 0, side, "image2"),
+        (side, 0, with_masks, "image1"),
+        (captioner, "preview", with_masks, "image2"),
+        (with_masks, 0, save, "images"),
+    )
 
     lay.column(note_ckpt, note_captioner)
     lay.column(prompt, seed, ckpt)
@@ -188,8 +226,17 @@ def two_pass(nodes, measure=None) -> dict:
     lay.group("1. Coarse pass", GREEN, prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode)
     lay.group("2. Local dense captions (RAM + LLM + Grounded-SAM)", BLUE, ram, dino, sam, captioner)
     lay.group("3. Realigned pass", PURPLE, patch, fine, fine_decode, report)
-    lay.group("4. Compare: caption reward, side by side with the masks", BROWN, blip2, both, scorer, summary, side,
-              with_masks, save)
+    lay.group(
+        "4. Compare: caption reward, side by side with the masks",
+        BROWN,
+        blip2,
+        both,
+        scorer,
+        summary,
+        side,
+        with_masks,
+        save,
+    )
     return lay.finish(measure)
 
 
@@ -197,8 +244,12 @@ def reward_scoring(nodes, measure=None) -> dict:
     """(2) Caption reward of loaded images against a prompt."""
     g = GraphBuilder(nodes)
     lay = Layout(g)
-    note = g.note(MODELS_NOTE_BLIP2 + "\nLoad the images to score (batch more with more Image Batch nodes) and "
-                  "write the prompt they should show.", (0, 0), (440, 170))
+    note = g.note(
+        MODELS_NOTE_BLIP2 + "\nLoad the images to score (batch more with more Image Batch nodes) and "
+        "write the prompt they should show.",
+        (0, 0),
+        (440, 170),
+    )
     image_a = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Image A")
     image_b = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Image B")
     batch = g.add("ImageBatch", (0, 0))
@@ -206,9 +257,15 @@ def reward_scoring(nodes, measure=None) -> dict:
     scorer = g.add(_node(nodes, "CaptionRewardScorer"), (0, 0), prompt=PROMPT)
     summary = g.add("PreviewAny", (0, 0), size=(420, 260), title="Rewards and captions")
     preview = g.add("PreviewImage", (0, 0), size=(420, 320))
-    _wire(g, (image_a, "IMAGE", batch, "image1"), (image_b, "IMAGE", batch, "image2"),
-          (blip2, 0, scorer, "caption_reward"), (batch, 0, scorer, "images"),
-          (scorer, "summary", summary, "source"), (batch, 0, preview, "images"))
+    _wire(
+        g,
+        (image_a, "IMAGE", batch, "image1"),
+        (image_b, "IMAGE", batch, "image2"),
+        (blip2, 0, scorer, "caption_reward"),
+        (batch, 0, scorer, "images"),
+        (scorer, "summary", summary, "source"),
+        (batch, 0, preview, "images"),
+    )
     lay.column(note)
     lay.column(image_a, image_b)
     lay.column(blip2, batch, scorer)
@@ -220,7 +277,9 @@ def hand_masks(nodes, measure=None) -> dict:
     """(3) The attention patch alone, with masks painted by hand: no captioner models."""
     g = GraphBuilder(nodes)
     lay = Layout(g)
-    note = g.note(MODELS_NOTE_CHECKPOINT + """
+    note = g.note(
+        MODELS_NOTE_CHECKPOINT
+        + """
 ## Masks, by hand
 1. Queue once: the coarse image appears on the right.
 2. In each **Load Image** node, load that image (or any image of the same shape), right-click the node →
@@ -228,30 +287,63 @@ def hand_masks(nodes, measure=None) -> dict:
 3. Give each object its caption (as the prompt says it) and a score: 2 = certainly there (pushes hard),
    0.5 = maybe. Chain one **Realign Guidance From Mask** per object.
 4. Queue again: same seed, the patched model, the realigned image.
-""", (0, 0), (440, 380))
+""",
+        (0, 0),
+        (440, 380),
+    )
     prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode = _coarse_pass(g)
 
     mask_book = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Mask: the book")
     mask_pen = g.add("LoadImage", (0, 0), size=(320, 340), image="example.png", title="Mask: the pen")
-    book = g.add(_node(nodes, "GuidanceFromMask"), (0, 0), caption="a red book", tag="book", score=2.0,
-                 title="Object 1: a red book")
-    pen = g.add(_node(nodes, "GuidanceFromMask"), (0, 0), caption="a yellow pen", tag="pen", score=2.0,
-                title="Object 2: a yellow pen")
-    _wire(g, (mask_book, "MASK", book, "mask"), (prompt, 0, book, "prompt"), (mask_pen, "MASK", pen, "mask"),
-          (book, 0, pen, "guidance"))
+    book = g.add(
+        _node(nodes, "GuidanceFromMask"),
+        (0, 0),
+        caption="a red book",
+        tag="book",
+        score=2.0,
+        title="Object 1: a red book",
+    )
+    pen = g.add(
+        _node(nodes, "GuidanceFromMask"),
+        (0, 0),
+        caption="a yellow pen",
+        tag="pen",
+        score=2.0,
+        title="Object 2: a yellow pen",
+    )
+    _wire(
+        g,
+        (mask_book, "MASK", book, "mask"),
+        (prompt, 0, book, "prompt"),
+        (mask_pen, "MASK", pen, "mask"),
+        (book, 0, pen, "guidance"),
+    )
 
     patch = g.add(_node(nodes, "AttentionPatch"), (0, 0))
     fine = _sampler(g, "Realigned pass (same seed)")
     fine_decode = g.add("VAEDecode", (0, 0), title="Realigned image")
     report = g.add("PreviewAny", (0, 0), size=(340, 200), title="Token report")
-    side = g.add("ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8,
-                 title="coarse | realigned")
+    side = g.add(
+        "ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8, title="coarse | realigned"
+    )
     save = g.add("SaveImage", (0, 0), size=(640, 340), filename_prefix="RealignDiff/hand_masks")
-    _wire(g, (ckpt, "MODEL", patch, "model"), (ckpt, "CLIP", patch, "clip"), (pen, 0, patch, "guidance"),
-          (patch, "model", fine, "model"), (patch, "positive", fine, "positive"), (negative, 0, fine, "negative"),
-          (latent, 0, fine, "latent_image"), (seed, 0, fine, "seed"), (fine, 0, fine_decode, "samples"),
-          (ckpt, "VAE", fine_decode, "vae"), (patch, "report", report, "source"), (coarse_decode, 0, side, "image1"),
-          (fine_decode, 0, side, "image2"), (side, 0, save, "images"))
+    _wire(
+        g,
+        (ckpt, "MODEL", patch, "model"),
+        (ckpt, "CLIP", patch, "clip"),
+        (pen, 0, patch, "guidance"),
+        (patch, "model", fine, "model"),
+        (patch, "positive", fine, "positive"),
+        (negative, 0, fine, "negative"),
+        (latent, 0, fine, "latent_image"),
+        (seed, 0, fine, "seed"),
+        (fine, 0, fine_decode, "samples"),
+        (ckpt, "VAE", fine_decode, "vae"),
+        (patch, "report", report, "source"),
+        (coarse_decode, 0, side, "image1"),
+        (fine_decode, 0, side, "image2"),
+        (side, 0, save, "images"),
+    )
 
     lay.column(note)
     lay.column(prompt, seed, ckpt)
@@ -286,7 +378,9 @@ def write_all(nodes, folder: Path, only: list[str] | None = None, measure=None) 
     return written
 
 
-def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int = 360, docs: Path | None = None) -> None:
+def thumbnails(
+    paths: list[Path], ui, base: Path, width: int = 640, height: int = 360, docs: Path | None = None
+) -> None:
     """A JPEG of each workflow's graph as the web UI draws it, for the template browser's cards (and, with
     ``docs``, a larger one per workflow for the README)."""
     from PIL import Image, ImageChops
@@ -304,8 +398,14 @@ def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int 
         difference = ImageChops.difference(image, Image.new("RGB", image.size, background)).convert("L")
         bbox = difference.point(lambda v: 255 if v > 12 else 0).getbbox()
         if bbox:  # the graph itself, with a margin
-            image = image.crop((max(bbox[0] - 20, 0), max(bbox[1] - 20, 0), min(bbox[2] + 20, image.width),
-                                min(bbox[3] + 20, image.height)))
+            image = image.crop(
+                (
+                    max(bbox[0] - 20, 0),
+                    max(bbox[1] - 20, 0),
+                    min(bbox[2] + 20, image.width),
+                    min(bbox[3] + 20, image.height),
+                )
+            )
         if docs is not None:
             large = image.resize((1600, round(image.height * 1600 / image.width)), Image.LANCZOS)
             large.save(docs / f"workflow_{path.stem}.jpg", quality=80, optimize=True)
@@ -321,17 +421,18 @@ def thumbnails(paths: list[Path], ui, base: Path, width: int = 640, height: int 
 def main(argv: list[str]) -> None:
     import tempfile
 
-    from realign_testkit.comfyui import find_comfyui, start_comfyui
-    from realign_testkit.pack import PACK_ROOT
-
     from realign_testkit.browser import WebUI
+    from realign_testkit.comfyui import find_comfyui, start_comfyui
     from realign_testkit.comfyui_server import ComfyUIServer
+    from realign_testkit.pack import PACK_ROOT
 
     names = [a for a in argv if not a.startswith("--")]
     comfyui = start_comfyui(Path(tempfile.mkdtemp(prefix="realign-author-")))
     base = Path(tempfile.mkdtemp(prefix="realign-author-ui-"))
-    with ComfyUIServer(find_comfyui()[0], base, settings={"Comfy.Minimap.Visible": False}) as server, \
-            WebUI(server.url) as ui:
+    with (
+        ComfyUIServer(find_comfyui()[0], base, settings={"Comfy.Minimap.Visible": False}) as server,
+        WebUI(server.url) as ui,
+    ):
         written = write_all(comfyui.nodes.NODE_CLASS_MAPPINGS, PACK_ROOT / "workflows", names or None, ui.measure)
         for path in written:
             print("wrote", path)

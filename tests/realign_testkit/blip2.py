@@ -41,12 +41,40 @@ CORPUS = [
     "a plate of food on a table in a restaurant",
 ]
 
-WORDS = ["a", "an", "the", "and", "of", "on", "in", "with", "red", "blue", "green", "yellow", "book", "pen",
-         "cat", "dog", "dogs", "photo", "desk", "table", "car", "tree", "horse", "moon", "man", "street"]
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "and",
+    "of",
+    "on",
+    "in",
+    "with",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "book",
+    "pen",
+    "cat",
+    "dog",
+    "dogs",
+    "photo",
+    "desk",
+    "table",
+    "car",
+    "tree",
+    "horse",
+    "moon",
+    "man",
+    "street",
+]
 
 PRESETS = {
     "tiny": dict(hidden=32, layers=2, heads=2, ffn=64, image_size=64, patch=16, queries=4, proj=16, text_len=64),
-    "small": dict(hidden=256, layers=4, heads=4, ffn=1024, image_size=224, patch=16, queries=32, proj=128, text_len=128),
+    "small": dict(
+        hidden=256, layers=4, heads=4, ffn=1024, image_size=224, patch=16, queries=32, proj=128, text_len=128
+    ),
 }
 
 
@@ -66,7 +94,9 @@ def build_caption_tokenizer(language_model: str = "opt"):
         tok.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
     else:  # T5: "</s>" appended
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def spread_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -83,7 +113,7 @@ def spread_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             elif param.dim() >= 2 and "embed" not in name and "query_tokens" not in name:
                 fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
             elif param.dim() >= 2 or "query_tokens" in name or "embedding" in name:
                 param.copy_(torch.randn(param.shape, generator=generator))
             else:
@@ -96,7 +126,13 @@ def build_bert_tokenizer(max_length: int = 64):
     from transformers import BertTokenizer
 
     chars = list(string.ascii_lowercase + string.digits)
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + list(string.punctuation) + [f"##{c}" for c in chars] + WORDS
+    tokens = (
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + chars
+        + list(string.punctuation)
+        + [f"##{c}" for c in chars]
+        + WORDS
+    )
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
     if "vocab" in inspect.signature(BertTokenizer.__init__).parameters:  # transformers 5: the vocabulary itself
         tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=max_length)
@@ -108,28 +144,77 @@ def build_bert_tokenizer(max_length: int = 64):
     return tokenizer
 
 
-def _configs(preset: dict, language_model: str, text_vocab: int, qformer_vocab: int, image_token_index: int,
-             tie_word_embeddings: bool = True):
+def _configs(
+    preset: dict,
+    language_model: str,
+    text_vocab: int,
+    qformer_vocab: int,
+    image_token_index: int,
+    tie_word_embeddings: bool = True,
+):
     from transformers import Blip2Config
 
     h, layers, heads, ffn = preset["hidden"], preset["layers"], preset["heads"], preset["ffn"]
-    vision = dict(hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
-                  image_size=preset["image_size"], patch_size=preset["patch"])
-    qformer = dict(hidden_size=h, num_hidden_layers=2, num_attention_heads=heads, intermediate_size=ffn,
-                   encoder_hidden_size=h, max_position_embeddings=preset["text_len"], vocab_size=qformer_vocab,
-                   use_qformer_text_input=True, pad_token_id=0)
+    vision = dict(
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        image_size=preset["image_size"],
+        patch_size=preset["patch"],
+    )
+    qformer = dict(
+        hidden_size=h,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        encoder_hidden_size=h,
+        max_position_embeddings=preset["text_len"],
+        vocab_size=qformer_vocab,
+        use_qformer_text_input=True,
+        pad_token_id=0,
+    )
     if language_model == "opt":
-        text = dict(model_type="opt", hidden_size=h, word_embed_proj_dim=h, num_hidden_layers=layers,
-                    num_attention_heads=heads, ffn_dim=ffn, vocab_size=text_vocab, max_position_embeddings=128,
-                    bos_token_id=1, eos_token_id=1, pad_token_id=0, tie_word_embeddings=tie_word_embeddings)
+        text = dict(
+            model_type="opt",
+            hidden_size=h,
+            word_embed_proj_dim=h,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            ffn_dim=ffn,
+            vocab_size=text_vocab,
+            max_position_embeddings=128,
+            bos_token_id=1,
+            eos_token_id=1,
+            pad_token_id=0,
+            tie_word_embeddings=tie_word_embeddings,
+        )
     elif language_model == "t5":
-        text = dict(model_type="t5", d_model=h, d_kv=h // heads, d_ff=ffn, num_layers=layers, num_decoder_layers=layers,
-                    num_heads=heads, vocab_size=text_vocab, feed_forward_proj="gated-gelu", eos_token_id=1,
-                    pad_token_id=0, decoder_start_token_id=0, tie_word_embeddings=False)
+        text = dict(
+            model_type="t5",
+            d_model=h,
+            d_kv=h // heads,
+            d_ff=ffn,
+            num_layers=layers,
+            num_decoder_layers=layers,
+            num_heads=heads,
+            vocab_size=text_vocab,
+            feed_forward_proj="gated-gelu",
+            eos_token_id=1,
+            pad_token_id=0,
+            decoder_start_token_id=0,
+            tie_word_embeddings=False,
+        )
     else:
         raise ValueError(f"language_model must be 'opt' or 't5', got {language_model!r}")
-    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=preset["queries"],
-                       image_text_hidden_size=preset["proj"], image_token_index=image_token_index)
+    return Blip2Config(
+        vision_config=vision,
+        qformer_config=qformer,
+        text_config=text,
+        num_query_tokens=preset["queries"],
+        image_text_hidden_size=preset["proj"],
+        image_token_index=image_token_index,
+    )
 
 
 def write_tiny_blip2(
@@ -151,7 +236,12 @@ def write_tiny_blip2(
     logits are unit scale and samples differ from seed to seed. (The T5 captioner is always untied, like Flan-T5.)
     """
     ensure_torchvision_importable()
-    from transformers import BlipImageProcessor, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor
+    from transformers import (
+        Blip2ForConditionalGeneration,
+        Blip2ForImageTextRetrieval,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
 
     shape = PRESETS[preset]
     root = Path(root)
@@ -159,12 +249,14 @@ def write_tiny_blip2(
     text_encoder_dir = root / (text_encoder_name or f"blip2-{preset}-itm")
     size = {"height": shape["image_size"], "width": shape["image_size"]}
 
-    cap_processor = Blip2Processor(BlipImageProcessor(size=size), build_caption_tokenizer(language_model),
-                                   num_query_tokens=shape["queries"])
+    cap_processor = Blip2Processor(
+        BlipImageProcessor(size=size), build_caption_tokenizer(language_model), num_query_tokens=shape["queries"]
+    )
     cap_tokenizer = cap_processor.tokenizer
     image_token = cap_tokenizer.convert_tokens_to_ids("<image>")
-    itm_processor = Blip2Processor(BlipImageProcessor(size=size), build_bert_tokenizer(shape["text_len"]),
-                                   num_query_tokens=shape["queries"])
+    itm_processor = Blip2Processor(
+        BlipImageProcessor(size=size), build_bert_tokenizer(shape["text_len"]), num_query_tokens=shape["queries"]
+    )
     qformer_vocab = len(itm_processor.tokenizer)
 
     torch.manual_seed(seed)
@@ -172,7 +264,9 @@ def write_tiny_blip2(
         _configs(shape, language_model, len(cap_tokenizer), qformer_vocab, image_token, tie_word_embeddings)
     )
     retrieval = Blip2ForImageTextRetrieval(
-        _configs(shape, "opt", len(cap_tokenizer), qformer_vocab, itm_processor.tokenizer.convert_tokens_to_ids("<image>"))
+        _configs(
+            shape, "opt", len(cap_tokenizer), qformer_vocab, itm_processor.tokenizer.convert_tokens_to_ids("<image>")
+        )
     )
     spread_init(captioner, seed)
     spread_init(retrieval, seed + 1)
@@ -181,7 +275,10 @@ def write_tiny_blip2(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        for folder, model, processor in ((captioner_dir, captioner, cap_processor), (text_encoder_dir, retrieval, itm_processor)):
+        for folder, model, processor in (
+            (captioner_dir, captioner, cap_processor),
+            (text_encoder_dir, retrieval, itm_processor),
+        ):
             folder.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(folder)
             processor.save_pretrained(folder)

@@ -12,9 +12,17 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                  "--window-size=2400,1350")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=2400,1350",
+)
 
 
 def _find(env: str, *names: str) -> str | None:
@@ -100,8 +108,10 @@ class WebUI:
         self.driver.set_script_timeout(self.timeout)
         self.driver.get(self.url)
         deadline = time.monotonic() + self.timeout
-        ready = "return !!(window.app && window.app.graph && window.LiteGraph && window.LiteGraph.registered_node_types" \
-                " && Object.keys(window.LiteGraph.registered_node_types).length > 50)"
+        ready = (
+            "return !!(window.app && window.app.graph && window.LiteGraph && window.LiteGraph.registered_node_types"
+            " && Object.keys(window.LiteGraph.registered_node_types).length > 50)"
+        )
         while not self.driver.execute_script(ready):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ComfyUI's web UI at {self.url} did not finish loading")
@@ -121,21 +131,32 @@ class WebUI:
 
     def load_workflow(self, workflow: dict) -> LoadResult:
         raw = self.driver.execute_async_script(_LOAD_SCRIPT, workflow)
-        errors = [entry["message"] for entry in self._console()
-                  if entry.get("level") == "SEVERE" and entry.get("source") == "javascript"]
-        return LoadResult(dialogs=raw["dialogs"], nodes=raw["nodes"], prompt=raw["prompt"],
-                          widgets_values=raw["widgets_values"], console_errors=errors, error=raw["error"])
+        errors = [
+            entry["message"]
+            for entry in self._console()
+            if entry.get("level") == "SEVERE" and entry.get("source") == "javascript"
+        ]
+        return LoadResult(
+            dialogs=raw["dialogs"],
+            nodes=raw["nodes"],
+            prompt=raw["prompt"],
+            widgets_values=raw["widgets_values"],
+            console_errors=errors,
+            error=raw["error"],
+        )
 
     def open_templates(self, section: str | None = None) -> str:
         """Open the web UI's template browser (the sidebar's Templates button), optionally click a section
         of its list by name; returns the dialog's text."""
         self.driver.execute_script(
-            "[...document.querySelectorAll('button, .side-bar-button')].find(b => b.innerText.trim() == 'Templates').click()")
+            "[...document.querySelectorAll('button, .side-bar-button')].find(b => b.innerText.trim() == 'Templates').click()"
+        )
         deadline = time.monotonic() + 30
         text = ""
         while time.monotonic() < deadline:
             text = self.driver.execute_script(
-                "const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''")
+                "const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''"
+            )
             if text and (section is None or section in text):
                 break
             time.sleep(0.3)
@@ -143,22 +164,31 @@ class WebUI:
             self.driver.execute_script(
                 "const s = arguments[0]; const d = document.querySelector('.p-dialog');"
                 "const item = [...d.querySelectorAll('*')].filter(e => e.children.length === 0 && e.innerText && "
-                "e.innerText.trim() === s).pop(); if (item) { item.scrollIntoView(); item.click(); }", section)
+                "e.innerText.trim() === s).pop(); if (item) { item.scrollIntoView(); item.click(); }",
+                section,
+            )
             time.sleep(1.5)
-            text = self.driver.execute_script("const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''")
+            text = self.driver.execute_script(
+                "const d = document.querySelector('.p-dialog'); return d ? d.innerText : ''"
+            )
         return text
 
     def close_dialogs(self) -> None:
         self.driver.execute_script(
-            "document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach(b => b.click())")
+            "document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach(b => b.click())"
+        )
         time.sleep(0.5)
 
     def measure(self, workflow: dict) -> dict[int, list[float]]:
         """Load a workflow and return each node's smallest size as the web UI computes it (node id -> [w, h])."""
         self.load_workflow(workflow)
-        return {int(k): v for k, v in self.driver.execute_script(
-            "const out = {}; for (const n of window.app.graph.nodes) { const s = n.computeSize();"
-            " out[String(n.id)] = [s[0], s[1]]; } return out;").items()}
+        return {
+            int(k): v
+            for k, v in self.driver.execute_script(
+                "const out = {}; for (const n of window.app.graph.nodes) { const s = n.computeSize();"
+                " out[String(n.id)] = [s[0], s[1]]; } return out;"
+            ).items()
+        }
 
     def fit_view(self) -> None:
         """Zoom so every node and group is in view, with text drawn at any zoom."""
@@ -170,7 +200,8 @@ class WebUI:
             " const b = boxes.reduce((a, x) => [Math.min(a[0], x[0]), Math.min(a[1], x[1]), Math.max(a[2], x[2]),"
             "   Math.max(a[3], x[3])], [1e9, 1e9, -1e9, -1e9]);"
             " c.ds.fitToBounds([b[0] - 40, b[1] - 40, b[2] - b[0] + 80, b[3] - b[1] + 80], {zoom: 0.8});"
-            " c.setDirty(true, true); c.draw(true, true);")
+            " c.setDirty(true, true); c.draw(true, true);"
+        )
         time.sleep(0.5)
 
     def screenshot(self, path) -> None:

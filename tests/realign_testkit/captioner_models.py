@@ -12,9 +12,9 @@ from .sam import write_tiny_sam
 def tiny_captioner_models(folder: Path, image_size: int = 96):
     """(tagger, detector, segmenter): RAM always tags book, desk and banana, the others never; GroundingDINO
     reads images at ``image_size`` (larger: slower detections)."""
-    from realign_diff.captioner.grounding import load_grounding_dino
-    from realign_diff.captioner.ram import load_ram
-    from realign_diff.captioner.sam import load_sam
+    from realign_diff.dense_captioner.grounding import load_grounding_dino
+    from realign_diff.dense_captioner.ram import load_ram
+    from realign_diff.dense_captioner.sam import load_sam
 
     tagger = load_ram(str(write_tiny_ram(folder / "ram", present=["book", "desk", "banana"])))
     checkpoint, bert_dir = write_tiny_grounding_dino(folder / "grounding-dino")

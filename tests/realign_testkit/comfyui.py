@@ -88,9 +88,10 @@ class ComfyUI:
         import comfy.options
 
         comfy.options.enable_args_parsing()
-        import utils.extra_config  # noqa: F401 - must precede ``nodes`` (circular import)
         import execution
         import folder_paths
+        import utils.extra_config  # noqa: F401 - must precede ``nodes`` (circular import)
+
         import nodes
 
         self.nodes, self.execution, self.folder_paths = nodes, execution, folder_paths

@@ -74,8 +74,16 @@ def free_port() -> int:
 class ComfyUIServer:
     """``with ComfyUIServer(comfy_path, base_dir) as server: server.url``; the log is ``server.log_path``."""
 
-    def __init__(self, comfy_path: Path, base_dir: Path, extra_args: tuple[str, ...] = (), env: dict | None = None,
-                 link_pack: bool = True, settings: dict | None = None, startup_timeout: float = 240.0):
+    def __init__(
+        self,
+        comfy_path: Path,
+        base_dir: Path,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        link_pack: bool = True,
+        settings: dict | None = None,
+        startup_timeout: float = 240.0,
+    ):
         self.comfy_path, self.base_dir = Path(comfy_path), Path(base_dir)
         self.extra_args, self.env, self.startup_timeout = tuple(extra_args), env, startup_timeout
         self.port = free_port()
@@ -89,23 +97,49 @@ class ComfyUIServer:
             if not link.exists():
                 link.symlink_to(PACK_ROOT, target_is_directory=True)
         # first-run tours and the template browser would cover the canvas
-        defaults = {"Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": "99.0.0",
-                    "Comfy.Release.Version": "99.0.0", "Comfy.Release.Status": "skipped",
-                    "Comfy.Release.Timestamp": 4102444800000, "Comfy.Workflow.ShowMissingNodesWarning": True}
+        defaults = {
+            "Comfy.TutorialCompleted": True,
+            "Comfy.InstalledVersion": "99.0.0",
+            "Comfy.Release.Version": "99.0.0",
+            "Comfy.Release.Status": "skipped",
+            "Comfy.Release.Timestamp": 4102444800000,
+            "Comfy.Workflow.ShowMissingNodesWarning": True,
+        }
         (self.base_dir / "user" / "default" / "comfy.settings.json").write_text(
-            json.dumps({**defaults, **(settings or {})}), encoding="utf-8")
+            json.dumps({**defaults, **(settings or {})}), encoding="utf-8"
+        )
 
     def command(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve()), str(self.comfy_path), "--cpu", "--listen", "127.0.0.1",
-                "--port", str(self.port), "--base-directory", str(self.base_dir), "--disable-api-nodes",
-                "--disable-auto-launch", "--database-url", "sqlite:///:memory:", *self.extra_args]
+        return [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            str(self.comfy_path),
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base_dir),
+            "--disable-api-nodes",
+            "--disable-auto-launch",
+            "--database-url",
+            "sqlite:///:memory:",
+            *self.extra_args,
+        ]
 
-    def start(self) -> "ComfyUIServer":
+    def start(self) -> ComfyUIServer:
         log = open(self.log_path, "wb")
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        cwd=str(self.comfy_path), start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(self.comfy_path),
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -13,8 +13,17 @@ def txt2img(node_classes, ckpt_name: str, size: int = 64, steps: int = 2) -> dic
     positive = g.add("CLIPTextEncode", (420, 80), text="a red book and a yellow pen on a desk")
     negative = g.add("CLIPTextEncode", (420, 330), text="blurry")
     latent = g.add("EmptyLatentImage", (420, 580), width=size, height=size, batch_size=1)
-    sampler = g.add("KSampler", (820, 200), seed=7, control_after_generate="fixed", steps=steps, cfg=7.0,
-                    sampler_name="euler", scheduler="normal", denoise=1.0)
+    sampler = g.add(
+        "KSampler",
+        (820, 200),
+        seed=7,
+        control_after_generate="fixed",
+        steps=steps,
+        cfg=7.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     decode = g.add("VAEDecode", (1180, 200))
     save = g.add("SaveImage", (1420, 200), size=(320, 360), filename_prefix="core_txt2img")
     g.connect(ckpt, "MODEL", sampler, "model")
@@ -41,8 +50,17 @@ def txt2img_with_ui_only_features(node_classes, ckpt_name: str, size: int = 64, 
     negative = g.add("CLIPTextEncode", (420, 330), text="blurry")
     latent = g.add("EmptyLatentImage", (420, 580), width=size, height=size, batch_size=1)
     seed = g.primitive((420, 760), 123, control="fixed", title="seed")
-    sampler = g.add("KSampler", (820, 200), seed=0, control_after_generate="fixed", steps=steps, cfg=7.0,
-                    sampler_name="euler", scheduler="normal", denoise=1.0)
+    sampler = g.add(
+        "KSampler",
+        (820, 200),
+        seed=0,
+        control_after_generate="fixed",
+        steps=steps,
+        cfg=7.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     decode = g.add("VAEDecode", (1180, 200))
     invert = g.add("ImageInvert", (1180, 340), mode=4)  # bypassed: the image passes through unchanged
     save = g.add("SaveImage", (1420, 200), size=(320, 360), filename_prefix="core_ui_features")

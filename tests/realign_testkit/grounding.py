@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from realign_diff.captioner.grounding import SWINT_OGC, build_model
+from realign_diff.dense_captioner.grounding import SWINT_OGC, build_model
 
 # a small BERT vocabulary (lower case): special tokens, the phrase separators, everyday objects
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ",", "-", "'"]
@@ -42,7 +42,13 @@ TINY_BERT = {
 
 TINY_GROUNDING_DINO = SWINT_OGC.replace(
     "tiny",
-    swin={"embed_dim": 32, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8), "window_size": 7, "pretrain_img_size": 224},
+    swin={
+        "embed_dim": 32,
+        "depths": (1, 1, 1, 1),
+        "num_heads": (1, 2, 4, 8),
+        "window_size": 7,
+        "pretrain_img_size": 224,
+    },
     dim_feedforward=256,
     enc_layers=1,
     dec_layers=2,
@@ -50,7 +56,9 @@ TINY_GROUNDING_DINO = SWINT_OGC.replace(
 )
 
 
-def write_bert_folder(folder: str | Path, bert_config_overrides: dict | None = None, seed: int = 0, weights: bool = True) -> Path:
+def write_bert_folder(
+    folder: str | Path, bert_config_overrides: dict | None = None, seed: int = 0, weights: bool = True
+) -> Path:
     """A local ``bert-base-uncased``-style folder: config.json, vocab.txt (and model.safetensors)."""
     from transformers import BertConfig, BertModel
 
@@ -74,14 +82,18 @@ def read_bert_folder(bert_dir: str | Path):
     )
 
 
-def tiny_grounding_dino_state_dict(bert_dir: str | Path, seed: int = 0, config=TINY_GROUNDING_DINO) -> dict[str, torch.Tensor]:
+def tiny_grounding_dino_state_dict(
+    bert_dir: str | Path, seed: int = 0, config=TINY_GROUNDING_DINO
+) -> dict[str, torch.Tensor]:
     tokenizer, bert_config = read_bert_folder(bert_dir)
     torch.manual_seed(seed)
     model = build_model(config, tokenizer, bert_config)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def write_tiny_grounding_dino(folder: str | Path, seed: int = 0, name: str = "groundingdino_tiny.pth") -> tuple[Path, Path]:
+def write_tiny_grounding_dino(
+    folder: str | Path, seed: int = 0, name: str = "groundingdino_tiny.pth"
+) -> tuple[Path, Path]:
     """(checkpoint path, bert folder): a random :data:`TINY_GROUNDING_DINO` saved as the originals are."""
     folder = Path(folder)
     bert_dir = write_bert_folder(folder / "bert-base-uncased", seed=seed)
@@ -113,7 +125,7 @@ def install_in_comfyui(comfyui, seed: int = 0) -> dict[str, str]:
     if not sam_path.exists():
         write_tiny_sam(sam_path.parent, seed=seed, name=sam_path.name)
     for name, module in list(sys.modules.items()):
-        if name.endswith("realign_diff.captioner.grounding") and hasattr(module, "register_config"):
+        if name.endswith("realign_diff.dense_captioner.grounding") and hasattr(module, "register_config"):
             tiny = module.GroundingDinoConfig("tiny", TINY_GROUNDING_DINO.args, TINY_GROUNDING_DINO.swin)
             if module.CONFIGS.get("tiny") != tiny:
                 module.register_config(tiny)

@@ -23,14 +23,27 @@ from pathlib import Path
 
 import torch
 
-from realign_diff.captioner.ram import TAG_LIST_FILE, THRESHOLDS_FILE, RamConfig, RamTagger
-from realign_diff.captioner.ram_head import TaggingHeadConfig
-from realign_diff.captioner.swin import SwinConfig, _relative_position_index, _shift_mask
+from realign_diff.dense_captioner.ram import TAG_LIST_FILE, THRESHOLDS_FILE, RamConfig, RamTagger
+from realign_diff.dense_captioner.ram_head import TaggingHeadConfig
+from realign_diff.dense_captioner.swin import SwinConfig, _relative_position_index, _shift_mask
 
 TINY_TAGS = (
-    "book", "pen", "desk", "banana", "cat", "dog", "tree", "sky", "car", "person", "table", "3D CG rendering",
+    "book",
+    "pen",
+    "desk",
+    "banana",
+    "cat",
+    "dog",
+    "tree",
+    "sky",
+    "car",
+    "person",
+    "table",
+    "3D CG rendering",
 )
-TINY_SWIN = SwinConfig(image_size=224, patch_size=4, in_chans=3, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=7)
+TINY_SWIN = SwinConfig(
+    image_size=224, patch_size=4, in_chans=3, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=7
+)
 TINY_HEAD = TaggingHeadConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, encoder_width=512)
 TINY_DESCRIPTIONS = 3  # RAM++ descriptions per class (51 in the real checkpoint)
 TINY_THRESHOLD = 0.65  # the value most classes have in the official thresholds file
@@ -90,7 +103,9 @@ def derived_buffers(swin: SwinConfig = TINY_SWIN) -> dict[str, torch.Tensor]:
     return out
 
 
-def training_only_keys(variant: str, state: dict[str, torch.Tensor], head: TaggingHeadConfig = TINY_HEAD) -> dict[str, torch.Tensor]:
+def training_only_keys(
+    variant: str, state: dict[str, torch.Tensor], head: TaggingHeadConfig = TINY_HEAD
+) -> dict[str, torch.Tensor]:
     """Representative keys of the parts the tagging path does not use, laid out as the official model names them."""
     h, vocab = head.hidden_size, 30
     out: dict[str, torch.Tensor] = {}
@@ -118,7 +133,7 @@ def training_only_keys(variant: str, state: dict[str, torch.Tensor], head: Taggi
             add(f"tag_encoder.encoder.layer.{layer}.attention.self.query.weight", h, h)
         for key, value in state.items():
             if key.startswith("tagging_head.encoder.layer."):
-                out["tag_encoder." + key[len("tagging_head."):]] = value.clone()
+                out["tag_encoder." + key[len("tagging_head.") :]] = value.clone()
         add("text_decoder.bert.embeddings.word_embeddings.weight", vocab, h)
         add("text_decoder.bert.encoder.layer.0.attention.self.query.weight", h, h)
         add("text_decoder.bert.encoder.layer.0.crossattention.self.key.weight", h, h)
@@ -211,4 +226,3 @@ def synthetic_image(height: int = 240, width: int = 320, batch: int = 1) -> torc
         blue = (0.6 * disc + 0.4 * (1 - x * y)).clamp(0, 1)
         images.append(torch.stack([r, g, blue], dim=-1))
     return torch.stack(images)
-

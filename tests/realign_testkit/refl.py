@@ -60,8 +60,17 @@ class ToyCaptionScorer:
         assert pixels.dim() == 4 and pixels.shape[1] == 3, "pixels must be [B, 3, H, W]"
         return self._bag_log_prob(F.log_softmax(self._logits(pixels), dim=-1), texts)
 
-    def reward_terms(self, pixels: torch.Tensor, prompts, *, max_new_tokens: int = 30, num_beams: int = 1,
-                     sampling: bool = False, seeds=None, prompt_log_prob: bool = False):
+    def reward_terms(
+        self,
+        pixels: torch.Tensor,
+        prompts,
+        *,
+        max_new_tokens: int = 30,
+        num_beams: int = 1,
+        sampling: bool = False,
+        seeds=None,
+        prompt_log_prob: bool = False,
+    ):
         """``score`` + ``caption_log_prob`` (+ of the prompts) from one ``_logits`` pass, like ``CaptionReward``'s.
 
         ``sampling``: image i's words are drawn (with replacement) from its word distribution by a generator
@@ -76,18 +85,33 @@ class ToyCaptionScorer:
             seeds = torch.randint(0, 2**62, (len(pixels),)).tolist() if seeds is None else list(seeds)
             assert len(seeds) == len(pixels), "one seed per image"
             probs = log_p.detach().exp().cpu()
-            word_ids = [torch.multinomial(probs[i], self.words, replacement=True,
-                                          generator=torch.Generator().manual_seed(int(seed))) for i, seed in enumerate(seeds)]
+            word_ids = [
+                torch.multinomial(
+                    probs[i], self.words, replacement=True, generator=torch.Generator().manual_seed(int(seed))
+                )
+                for i, seed in enumerate(seeds)
+            ]
         else:
             word_ids = logits.detach().cpu().topk(self.words, dim=-1).indices
         captions = self._captions(word_ids)
-        return SimpleNamespace(rewards=self._rewards(logits, prompts), captions=captions,
-                               log_p_caption=self._bag_log_prob(log_p, captions),
-                               log_p_prompt=self._bag_log_prob(log_p, prompts) if prompt_log_prob else None)
+        return SimpleNamespace(
+            rewards=self._rewards(logits, prompts),
+            captions=captions,
+            log_p_caption=self._bag_log_prob(log_p, captions),
+            log_p_prompt=self._bag_log_prob(log_p, prompts) if prompt_log_prob else None,
+        )
 
 
-PROMPTS = ["a red book", "a blue cup on a table", "two small dogs", "a yellow pen", "a green cat",
-           "a red cup", "a blue book on a table", "two cats"]
+PROMPTS = [
+    "a red book",
+    "a blue cup on a table",
+    "two small dogs",
+    "a yellow pen",
+    "a green cat",
+    "a red cup",
+    "a blue book on a table",
+    "two cats",
+]
 
 
 def write_prompts(path: str | Path, prompts=PROMPTS) -> Path:
@@ -101,10 +125,27 @@ def tiny_config(base: Path, prompts: Path, output: Path, **overrides):
     from realign_diff.refl.config import TrainConfig
 
     settings = dict(
-        base=str(base), prompts=str(prompts), output=str(output), resolution=16, num_inference_steps=4,
-        refl_step_min=2, refl_step_max=3, guidance_scale=2.0, train_batch_size=1, gradient_accumulation_steps=1,
-        max_steps=2, learning_rate=1e-3, reward_weight=1.0, baseline="none", validation_split=0.0,
-        validation_steps=0, checkpointing_steps=0, progress_bar=False, tensorboard=False, device="cpu", seed=0,
+        base=str(base),
+        prompts=str(prompts),
+        output=str(output),
+        resolution=16,
+        num_inference_steps=4,
+        refl_step_min=2,
+        refl_step_max=3,
+        guidance_scale=2.0,
+        train_batch_size=1,
+        gradient_accumulation_steps=1,
+        max_steps=2,
+        learning_rate=1e-3,
+        reward_weight=1.0,
+        baseline="none",
+        validation_split=0.0,
+        validation_steps=0,
+        checkpointing_steps=0,
+        progress_bar=False,
+        tensorboard=False,
+        device="cpu",
+        seed=0,
     )
     settings.update(overrides)
     return TrainConfig(**settings)

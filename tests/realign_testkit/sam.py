@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from realign_diff.captioner.sam import SamConfig, build_sam
+from realign_diff.dense_captioner.sam import SamConfig, build_sam
 
 TINY_SAM = SamConfig(
     encoder_embed_dim=32,

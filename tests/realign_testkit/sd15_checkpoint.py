@@ -16,12 +16,25 @@ import torch
 from realign_diff import sd15_configs, sd15_keys
 from realign_diff.compat.torchvision_ops import ensure_torchvision_importable
 
-TINY_CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4, "projection_dim": 32}
-TINY_VAE = {"block_out_channels": [32, 32], "down_block_types": ["DownEncoderBlock2D"] * 2,
-            "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1, "norm_num_groups": 32}
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 32,
+}
+TINY_VAE = {
+    "block_out_channels": [32, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+}
 
 
-def build_components(small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, unet_overrides: dict | None = None):
+def build_components(
+    small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, unet_overrides: dict | None = None
+):
     """Random-weight (unet, vae, text_encoder) diffusers/transformers modules and their configs."""
     ensure_torchvision_importable()
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -51,7 +64,11 @@ def ldm_state_dict(unet, vae, text_encoder, dtype: torch.dtype = torch.float16) 
 
 
 def write_sd15_checkpoint(
-    path: str | Path, small_unet: bool = True, tiny_clip_vae: bool = False, seed: int = 0, dtype: torch.dtype = torch.float16,
+    path: str | Path,
+    small_unet: bool = True,
+    tiny_clip_vae: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
     unet_overrides: dict | None = None,
 ) -> Path:
     from safetensors.torch import save_file

@@ -38,8 +38,11 @@ def _checkpoint(inputs: dict, comfyui) -> None:
     from .sd15_checkpoint import write_sd15_checkpoint
 
     folder = comfyui.models_dir / "checkpoints"
-    _link_or_write(folder / inputs["ckpt_name"], lambda p: write_sd15_checkpoint(p, small_unet=True),
-                   folder / "realign_sd15_random.safetensors")
+    _link_or_write(
+        folder / inputs["ckpt_name"],
+        lambda p: write_sd15_checkpoint(p, small_unet=True),
+        folder / "realign_sd15_random.safetensors",
+    )
 
 
 def _image(inputs: dict, comfyui) -> None:
@@ -126,8 +129,10 @@ def prepare_inputs(prompt: dict, comfyui) -> None:
         elif any(hint in entry["class_type"] for hint in LOADER_HINTS):
             unknown.add(entry["class_type"])
     if unknown:
-        raise KeyError(f"no random-model writer for loader node(s) {sorted(unknown)}: add one to "
-                       "realign_testkit.shipped.MODEL_WRITERS")
+        raise KeyError(
+            f"no random-model writer for loader node(s) {sorted(unknown)}: add one to "
+            "realign_testkit.shipped.MODEL_WRITERS"
+        )
 
 
 def fast_settings(prompt: dict) -> dict:

@@ -49,8 +49,16 @@ class GraphBuilder:
     def _next_id(self) -> int:
         return len(self.nodes) + 1
 
-    def add(self, node_type: str, pos, size=None, title: str | None = None, mode: int = 0, color: str | None = None,
-            **widgets) -> NodeRef:
+    def add(
+        self,
+        node_type: str,
+        pos,
+        size=None,
+        title: str | None = None,
+        mode: int = 0,
+        color: str | None = None,
+        **widgets,
+    ) -> NodeRef:
         info = self.info(node_type)
         layout = widget_layout(info)
         specs = {name: spec for name, spec, _opt in ordered_inputs(info)}
@@ -108,9 +116,19 @@ class GraphBuilder:
     def note(self, text: str, pos, size=(380, 160), markdown: bool = True, title: str | None = None) -> NodeRef:
         node_type = "MarkdownNote" if markdown else "Note"
         data = {
-            "id": self._next_id(), "type": node_type, "pos": [float(pos[0]), float(pos[1])], "size": list(size),
-            "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
-            "widgets_values": [text], "color": "#432", "bgcolor": "#653",
+            "id": self._next_id(),
+            "type": node_type,
+            "pos": [float(pos[0]), float(pos[1])],
+            "size": list(size),
+            "flags": {},
+            "order": len(self.nodes),
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [text],
+            "color": "#432",
+            "bgcolor": "#653",
         }
         if title:
             data["title"] = title
@@ -120,8 +138,13 @@ class GraphBuilder:
 
     def reroute(self, pos) -> NodeRef:
         data = {
-            "id": self._next_id(), "type": "Reroute", "pos": [float(pos[0]), float(pos[1])], "size": [75, 26],
-            "flags": {}, "order": len(self.nodes), "mode": 0,
+            "id": self._next_id(),
+            "type": "Reroute",
+            "pos": [float(pos[0]), float(pos[1])],
+            "size": [75, 26],
+            "flags": {},
+            "order": len(self.nodes),
+            "mode": 0,
             "inputs": [{"name": "", "type": "*", "link": None}],
             "outputs": [{"name": "", "type": "*", "links": []}],
             "properties": {"showOutputText": False, "horizontal": False},
@@ -132,8 +155,14 @@ class GraphBuilder:
     def primitive(self, pos, value, control: str | None = None, title: str | None = None) -> NodeRef:
         """A web-UI PrimitiveNode; connect its output 0 to a widget input."""
         data = {
-            "id": self._next_id(), "type": "PrimitiveNode", "pos": [float(pos[0]), float(pos[1])], "size": [260, 82],
-            "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [],
+            "id": self._next_id(),
+            "type": "PrimitiveNode",
+            "pos": [float(pos[0]), float(pos[1])],
+            "size": [260, 82],
+            "flags": {},
+            "order": len(self.nodes),
+            "mode": 0,
+            "inputs": [],
             "outputs": [{"name": "connect to widget input", "type": "*", "links": []}],
             "properties": {"Run widget replace on values": False},
             "widgets_values": [value] + ([control] if control else []),
@@ -175,10 +204,16 @@ class GraphBuilder:
         return link_id
 
     def group(self, title: str, bounding, color: str = "#3f789e") -> None:
-        self.groups.append({
-            "id": len(self.groups) + 1, "title": title, "bounding": [float(v) for v in bounding], "color": color,
-            "font_size": 24, "flags": {},
-        })
+        self.groups.append(
+            {
+                "id": len(self.groups) + 1,
+                "title": title,
+                "bounding": [float(v) for v in bounding],
+                "color": color,
+                "font_size": 24,
+                "flags": {},
+            }
+        )
 
     def apply_sizes(self, measured: dict[int, list[float]], min_width: float = 300.0) -> None:
         """Sizes as the web UI computes them (``WebUI.measure``), at least ``min_width`` wide so titles and
@@ -191,8 +226,9 @@ class GraphBuilder:
                 size = [max(a, b) for a, b in zip(size, node["size"])]
             node["size"] = [round(v) for v in size]
 
-    def layout(self, columns: list[list[NodeRef]], origin=(0.0, 0.0), gap=(60.0, 40.0),
-               offsets: dict[int, float] | None = None) -> float:
+    def layout(
+        self, columns: list[list[NodeRef]], origin=(0.0, 0.0), gap=(60.0, 40.0), offsets: dict[int, float] | None = None
+    ) -> float:
         """Place nodes in columns, each stacked top-down in list order; ``offsets`` shifts a column down.
         Returns the bottom of the lowest column."""
         x, bottom = origin[0], origin[1]
@@ -250,7 +286,11 @@ def _default(node_type: str, name: str, spec):
 def _estimate_size(sockets, outputs, layout, specs) -> list[float]:
     height = TITLE_HEIGHT - 10 + SLOT_HEIGHT * max(len(sockets), len(outputs), 0)
     for widget in layout:
-        if widget.kind == "value" and widget.type == "STRING" and (specs[widget.name][1] if len(specs[widget.name]) > 1 else {}).get("multiline"):
+        if (
+            widget.kind == "value"
+            and widget.type == "STRING"
+            and (specs[widget.name][1] if len(specs[widget.name]) > 1 else {}).get("multiline")
+        ):
             height += TALL_WIDGET["STRING_MULTILINE"]
         else:
             height += WIDGET_HEIGHT
@@ -261,5 +301,5 @@ def _darker(color: str) -> str:
     value = color.lstrip("#")
     if len(value) == 3:
         value = "".join(c * 2 for c in value)
-    r, g, b = (int(value[i:i + 2], 16) for i in (0, 2, 4))
-    return "#{:02x}{:02x}{:02x}".format(int(r * 0.7), int(g * 0.7), int(b * 0.7))
+    r, g, b = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+    return f"#{int(r * 0.7):02x}{int(g * 0.7):02x}{int(b * 0.7):02x}"

@@ -33,8 +33,24 @@ from pathlib import Path
 
 # Types the frontend draws as widgets (ComfyWidgets in the frontend); anything else is a socket.
 WIDGET_TYPES = frozenset(
-    {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "FILEUPLOAD", "COLOR",
-     "IMAGECOMPARE", "TREESELECT", "MULTISELECT", "CHART", "GALLERIA", "SELECTBUTTON", "TEXTAREA"}
+    {
+        "INT",
+        "FLOAT",
+        "BOOLEAN",
+        "STRING",
+        "COMBO",
+        "MARKDOWN",
+        "IMAGEUPLOAD",
+        "FILEUPLOAD",
+        "COLOR",
+        "IMAGECOMPARE",
+        "TREESELECT",
+        "MULTISELECT",
+        "CHART",
+        "GALLERIA",
+        "SELECTBUTTON",
+        "TEXTAREA",
+    }
 )
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
@@ -51,8 +67,10 @@ class MissingNodeTypes(WorkflowError):
     def __init__(self, missing: dict[str, list[str]]):
         self.missing = missing
         lines = [f"  {node_type}: node(s) {', '.join(ids)}" for node_type, ids in sorted(missing.items())]
-        super().__init__("node types not registered in this ComfyUI (a custom node pack is missing or failed "
-                         "to import):\n" + "\n".join(lines))
+        super().__init__(
+            "node types not registered in this ComfyUI (a custom node pack is missing or failed "
+            "to import):\n" + "\n".join(lines)
+        )
 
 
 class StaleWorkflow(WorkflowError):
@@ -246,8 +264,10 @@ class _Converter:
         out_type = outputs[slot].get("type") if slot < len(outputs) else want_type
         if want_type in ("*", "", None):
             return slot if len(inputs) > slot else 0
-        if slot < len(inputs) and _compatible(inputs[slot].get("type"), out_type) and _compatible(
-            inputs[slot].get("type"), want_type
+        if (
+            slot < len(inputs)
+            and _compatible(inputs[slot].get("type"), out_type)
+            and _compatible(inputs[slot].get("type"), want_type)
         ):
             return slot
         for index, entry in enumerate(inputs):
@@ -270,8 +290,10 @@ class _Converter:
             if link_id is None:
                 continue
             if name not in known:
-                raise StaleWorkflow(f"{_describe(node)} has a link into input {name!r}, which this node does not have "
-                                    f"(inputs: {sorted(known)})")
+                raise StaleWorkflow(
+                    f"{_describe(node)} has a link into input {name!r}, which this node does not have "
+                    f"(inputs: {sorted(known)})"
+                )
             resolved = self.resolve(link_id, slot.get("type"))
             if resolved is None:  # nothing behind the link: a widget keeps its own value
                 continue
@@ -307,8 +329,9 @@ def workflow_to_prompt(workflow: dict, node_classes: Mapping[str, type]) -> dict
 
 def output_node_ids(prompt: dict, node_classes: Mapping[str, type]) -> list[str]:
     """The prompt's output nodes (``OUTPUT_NODE``): what the executor runs the graph for."""
-    return [node_id for node_id, entry in prompt.items()
-            if node_info(node_classes[entry["class_type"]]).get("output_node")]
+    return [
+        node_id for node_id, entry in prompt.items() if node_info(node_classes[entry["class_type"]]).get("output_node")
+    ]
 
 
 def structure_errors(workflow: dict) -> list[str]:
@@ -334,7 +357,9 @@ def structure_errors(workflow: dict) -> list[str]:
             errors.append(f"link {link_id} joins a missing node")
             continue
         outputs, inputs = origin.get("outputs") or [], target.get("inputs") or []
-        if not 0 <= link["origin_slot"] < len(outputs) or link_id not in (outputs[link["origin_slot"]].get("links") or []):
+        if not 0 <= link["origin_slot"] < len(outputs) or link_id not in (
+            outputs[link["origin_slot"]].get("links") or []
+        ):
             errors.append(f"link {link_id} is not listed on output {link['origin_slot']} of node {origin['id']}")
         if not any(slot.get("link") == link_id for slot in inputs):
             errors.append(f"link {link_id} is not the link of any input of node {target['id']}")

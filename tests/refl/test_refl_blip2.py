@@ -17,8 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_reward_term_alone_reaches_unet_weights_through_blip2(tmp_path, tiny_base, prompts_file, blip2_dirs):
     captioner, text_encoder = blip2_dirs
-    config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", captioner=str(captioner),
-                         text_encoder=str(text_encoder), pre_loss_weight=0.0, baseline="none", reward_margin=1.0)
+    config = tiny_config(
+        tiny_base,
+        prompts_file,
+        tmp_path / "o.safetensors",
+        captioner=str(captioner),
+        text_encoder=str(text_encoder),
+        pre_loss_weight=0.0,
+        baseline="none",
+        reward_margin=1.0,
+    )
     trainer = ReFLTrainer(config)  # loads the reward from the folders, as the CLI does
     assert all(not p.requires_grad for p in trainer.scorer.parameters())
     out = trainer.reward_step(["a red book and a yellow pen"])
@@ -45,12 +53,48 @@ def test_prompt_likelihood_term_alone_also_reaches_the_unet(tmp_path, tiny_base,
 def test_cli_trains_two_steps_with_blip2_folders(tmp_path, tiny_base, prompts_file, blip2_dirs):
     captioner, text_encoder = blip2_dirs
     out = tmp_path / "refl.safetensors"
-    command = [sys.executable, str(ROOT / "training" / "refl.py"), "--base", str(tiny_base), "--prompts", str(prompts_file),
-               "--output", str(out), "--captioner", str(captioner), "--text-encoder", str(text_encoder),
-               "--resolution", "16", "--num-inference-steps", "4", "--refl-step-min", "2", "--refl-step-max", "3",
-               "--gradient-accumulation-steps", "1", "--max-steps", "2", "--validation-split", "0.25",
-               "--validation-steps", "1", "--validation-batch-size", "2", "--checkpointing-steps", "1",
-               "--learning-rate", "1e-3", "--reward-weight", "1", "--device", "cpu", "--no-progress-bar", "--gradient-checkpointing"]
+    command = [
+        sys.executable,
+        str(ROOT / "training" / "refl.py"),
+        "--base",
+        str(tiny_base),
+        "--prompts",
+        str(prompts_file),
+        "--output",
+        str(out),
+        "--captioner",
+        str(captioner),
+        "--text-encoder",
+        str(text_encoder),
+        "--resolution",
+        "16",
+        "--num-inference-steps",
+        "4",
+        "--refl-step-min",
+        "2",
+        "--refl-step-max",
+        "3",
+        "--gradient-accumulation-steps",
+        "1",
+        "--max-steps",
+        "2",
+        "--validation-split",
+        "0.25",
+        "--validation-steps",
+        "1",
+        "--validation-batch-size",
+        "2",
+        "--checkpointing-steps",
+        "1",
+        "--learning-rate",
+        "1e-3",
+        "--reward-weight",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress-bar",
+        "--gradient-checkpointing",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "***** Running training *****" in result.stderr and "done: 2 steps" in result.stdout

@@ -33,27 +33,63 @@ def test_every_setting_is_a_flag_with_help_and_the_configs_default():
 
 
 def test_flags_reach_the_config():
-    config = config_from_args(["--base", "b.safetensors", "--prompts", "p.txt", "--output", "o.safetensors", "--lora", "8",
-                               "--no-keep-best", "--mixed-precision", "bf16", "--reward-margin", "0.5", "--resume", "latest"])
-    assert (config.lora, config.keep_best, config.mixed_precision, config.reward_margin, config.resume) == (8, False, "bf16", 0.5, "latest")
+    config = config_from_args(
+        [
+            "--base",
+            "b.safetensors",
+            "--prompts",
+            "p.txt",
+            "--output",
+            "o.safetensors",
+            "--lora",
+            "8",
+            "--no-keep-best",
+            "--mixed-precision",
+            "bf16",
+            "--reward-margin",
+            "0.5",
+            "--resume",
+            "latest",
+        ]
+    )
+    assert (config.lora, config.keep_best, config.mixed_precision, config.reward_margin, config.resume) == (
+        8,
+        False,
+        "bf16",
+        0.5,
+        "latest",
+    )
     assert config.reward_weight == 1e-3 and config.num_inference_steps == 50 and config.refl_step_min == 30
     assert config.resolved_run_dir() == Path("o-run") and config.resolved_lora_alpha() == 8.0
 
 
 def test_user_errors_exit_with_a_message_not_a_traceback(tmp_path, tiny_base, capsys):
     cli = _cli()
-    code = cli.main(["--base", str(tiny_base), "--prompts", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "o.safetensors")])
+    code = cli.main(
+        [
+            "--base",
+            str(tiny_base),
+            "--prompts",
+            str(tmp_path / "missing.txt"),
+            "--output",
+            str(tmp_path / "o.safetensors"),
+        ]
+    )
     assert code == 2
     assert "error: prompts file not found" in capsys.readouterr().err
     (tmp_path / "p.txt").write_text("a cat\n")
     code = cli.main(["--base", str(tiny_base), "--prompts", str(tmp_path / "p.txt"), "--output", str(tiny_base)])
     assert code == 2 and "would overwrite the base checkpoint" in capsys.readouterr().err
-    code = cli.main(["--base", str(tiny_base), "--prompts", str(tmp_path / "p.txt"), "--output", str(tmp_path / "o.safetensors")])
+    code = cli.main(
+        ["--base", str(tiny_base), "--prompts", str(tmp_path / "p.txt"), "--output", str(tmp_path / "o.safetensors")]
+    )
     assert code == 2 and "--captioner and --text-encoder are required" in capsys.readouterr().err
 
 
 def test_script_runs_as_a_script():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_cwd(), timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_cwd(), timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert "Running" not in result.stdout and "--captioner" in result.stdout
 
@@ -73,12 +109,20 @@ def test_batch_plan_derives_the_accumulation_and_names_the_numbers_when_it_canno
     assert plan(1).accumulation == 128 and plan(8).accumulation == 16  # the paper's 128 on any process count
     assert plan(8, train_batch_size=2, total_batch_size=64).total == 64
     assert plan(2, gradient_accumulation_steps=3).total == 6
-    with pytest.raises(ConfigError, match=r"--total-batch-size 128 is not divisible by --train-batch-size 1 x 3 "
-                                          r"process\(es\) = 3: use --total-batch-size 126 or 129"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--total-batch-size 128 is not divisible by --train-batch-size 1 x 3 "
+        r"process\(es\) = 3: use --total-batch-size 126 or 129",
+    ):
         plan(3)
-    with pytest.raises(ConfigError, match=r"--total-batch-size 64 != --train-batch-size 1 x --gradient-accumulation-steps "
-                                          r"4 x 2 process\(es\) = 8: give only one of the two"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--total-batch-size 64 != --train-batch-size 1 x --gradient-accumulation-steps "
+        r"4 x 2 process\(es\) = 8: give only one of the two",
+    ):
         plan(2, total_batch_size=64, gradient_accumulation_steps=4)
     assert plan(2, baseline="batch").per_micro_step == 2  # one prompt on each of 2 processes: a group of 2
-    with pytest.raises(ConfigError, match="--baseline batch needs at least 2 prompts per micro-step over all processes"):
+    with pytest.raises(
+        ConfigError, match="--baseline batch needs at least 2 prompts per micro-step over all processes"
+    ):
         plan(1, baseline="batch")

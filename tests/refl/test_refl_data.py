@@ -17,8 +17,13 @@ def test_prompts_from_txt_jsonl_json_list_and_coco(tmp_path):
     assert data.read_prompts(tmp_path / "p.jsonl") == ["a cat", "a dog", "a cup", "a pen"]
     (tmp_path / "l.json").write_text(json.dumps(["one", {"prompt": "two"}]))
     assert data.read_prompts(tmp_path / "l.json") == ["one", "two"]
-    coco = {"images": [{"id": 1, "file_name": "a.jpg"}],
-            "annotations": [{"image_id": 1, "id": 7, "caption": "A man riding a horse.\n"}, {"image_id": 1, "id": 8, "caption": "a horse"}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "annotations": [
+            {"image_id": 1, "id": 7, "caption": "A man riding a horse.\n"},
+            {"image_id": 1, "id": 8, "caption": "a horse"},
+        ],
+    }
     (tmp_path / "captions_val2014.json").write_text(json.dumps(coco))
     assert data.read_prompts(tmp_path / "captions_val2014.json") == ["A man riding a horse.", "a horse"]
 
@@ -48,7 +53,10 @@ def test_pairs_from_folder_metadata_and_coco(tmp_path):
     (folder / "a.txt").write_text("a red square\n")
     _image(folder / "b.jpg", color=(0, 0, 255))
     (folder / "b.txt").write_text("a blue square")
-    assert [(p.image.name, p.caption) for p in data.read_pairs(folder)] == [("a.png", "a red square"), ("b.jpg", "a blue square")]
+    assert [(p.image.name, p.caption) for p in data.read_pairs(folder)] == [
+        ("a.png", "a red square"),
+        ("b.jpg", "a blue square"),
+    ]
 
     (folder / "c.png").write_bytes((folder / "a.png").read_bytes())
     with pytest.raises(DataError, match="no same-named .txt caption, e.g. c.png"):

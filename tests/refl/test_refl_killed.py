@@ -19,13 +19,56 @@ STEPS = 4
 
 def _command(tiny_base, prompts_file, blip2_dirs, output, *extra):
     captioner, text_encoder = blip2_dirs
-    return [sys.executable, str(ROOT / "training" / "refl.py"), "--base", str(tiny_base), "--prompts", str(prompts_file),
-            "--output", str(output), "--captioner", str(captioner), "--text-encoder", str(text_encoder),
-            "--resolution", "16", "--num-inference-steps", "4", "--refl-step-min", "2", "--refl-step-max", "3",
-            "--gradient-accumulation-steps", "2", "--max-steps", str(STEPS), "--validation-split", "0.25",
-            "--validation-steps", "2", "--checkpointing-steps", "1", "--checkpoints-total-limit", "2",
-            "--learning-rate", "1e-3", "--reward-weight", "1", "--lr-warmup-steps", "2", "--save-dtype", "fp32",
-            "--seed", "7", "--device", "cpu", "--no-keep-best", "--no-tensorboard", "--no-progress-bar", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "training" / "refl.py"),
+        "--base",
+        str(tiny_base),
+        "--prompts",
+        str(prompts_file),
+        "--output",
+        str(output),
+        "--captioner",
+        str(captioner),
+        "--text-encoder",
+        str(text_encoder),
+        "--resolution",
+        "16",
+        "--num-inference-steps",
+        "4",
+        "--refl-step-min",
+        "2",
+        "--refl-step-max",
+        "3",
+        "--gradient-accumulation-steps",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--validation-split",
+        "0.25",
+        "--validation-steps",
+        "2",
+        "--checkpointing-steps",
+        "1",
+        "--checkpoints-total-limit",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--reward-weight",
+        "1",
+        "--lr-warmup-steps",
+        "2",
+        "--save-dtype",
+        "fp32",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--no-keep-best",
+        "--no-tensorboard",
+        "--no-progress-bar",
+        *extra,
+    ]
 
 
 def _env():
@@ -38,20 +81,34 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, tiny_base, prompts_file, blip2_dirs):
-    straight = subprocess.run(_command(tiny_base, prompts_file, blip2_dirs, tmp_path / "a.safetensors"),
-                              capture_output=True, text=True, timeout=600, env=_env())
+def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(
+    tmp_path, tiny_base, prompts_file, blip2_dirs
+):
+    straight = subprocess.run(
+        _command(tiny_base, prompts_file, blip2_dirs, tmp_path / "a.safetensors"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     output, run_dir = tmp_path / "b.safetensors", tmp_path / "b-run"
-    victim = subprocess.Popen(_command(tiny_base, prompts_file, blip2_dirs, output), env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        _command(tiny_base, prompts_file, blip2_dirs, output),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 600
     while not (run_dir / "checkpoint-2").is_dir() and victim.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed: " + victim.stderr.read()[-2000:]
+    assert victim.returncode == -signal.SIGKILL, (
+        "the run ended before it could be killed: " + victim.stderr.read()[-2000:]
+    )
     assert not output.exists()
     steps = [step for step, _ in saving.list_checkpoints(run_dir)]
     assert steps and 2 <= steps[-1] < STEPS
@@ -62,8 +119,13 @@ def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(
     stale_output = tmp_path / f".b.safetensors.tmp-{_dead_pid()}"
     stale_output.write_bytes(b"\0" * 1000)
 
-    resumed = subprocess.run(_command(tiny_base, prompts_file, blip2_dirs, output, "--resume", "latest"),
-                             capture_output=True, text=True, timeout=600, env=_env())
+    resumed = subprocess.run(
+        _command(tiny_base, prompts_file, blip2_dirs, output, "--resume", "latest"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / f'checkpoint-{steps[-1]}'} at step {steps[-1]}" in resumed.stderr
     assert not stale.exists() and not stale_output.exists()

@@ -33,7 +33,9 @@ def test_loaded_weights_round_trip_to_the_files_tensors_exactly(tiny_base):
             assert torch.equal(value.to(state[key].dtype), state[key]), key
     assert set(unet) == {k for k in state if k.startswith(sd15_keys.UNET_PREFIX)}
     assert set(vae) == {k for k in state if k.startswith(sd15_keys.VAE_PREFIX)}
-    assert {k for k in clip if not k.endswith("position_ids")} == {k for k in state if k.startswith(sd15_keys.CLIP_PREFIX)}
+    assert {k for k in clip if not k.endswith("position_ids")} == {
+        k for k in state if k.startswith(sd15_keys.CLIP_PREFIX)
+    }
 
 
 def _full_sd15_shapes():
@@ -64,11 +66,34 @@ def test_full_sd15_config_is_recognised_from_shapes():
         (lambda s: s.update({"conditioner.embedders.0.transformer.text_model.x": torch.zeros(1)}), "SDXL"),
         (lambda s: s.update({"model.diffusion_model.label_emb.0.0.weight": torch.zeros(1)}), "SDXL"),
         (lambda s: s.update({"cond_stage_model.model.token_embedding.weight": torch.zeros(1)}), "SD-2.x"),
-        (lambda s: s.update({k: torch.empty(v.shape[0], 1024, device="meta") for k, v in list(s.items()) if k.endswith("attn2.to_k.weight")}), "1024 wide"),
-        (lambda s: s.update({"model.diffusion_model.input_blocks.0.0.weight": torch.empty(320, 9, 3, 3, device="meta")}), "9 input channels"),
+        (
+            lambda s: s.update(
+                {
+                    k: torch.empty(v.shape[0], 1024, device="meta")
+                    for k, v in list(s.items())
+                    if k.endswith("attn2.to_k.weight")
+                }
+            ),
+            "1024 wide",
+        ),
+        (
+            lambda s: s.update(
+                {"model.diffusion_model.input_blocks.0.0.weight": torch.empty(320, 9, 3, 3, device="meta")}
+            ),
+            "9 input channels",
+        ),
         (lambda s: [s.pop(k) for k in list(s) if k.startswith("model.diffusion_model.")], "no UNet tensors"),
         (lambda s: [s.pop(k) for k in list(s) if k.startswith("cond_stage_model.")], "no CLIP text encoder"),
-        (lambda s: s.update({"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.empty(49408, 512, device="meta")}), "768-wide text features"),
+        (
+            lambda s: s.update(
+                {
+                    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.empty(
+                        49408, 512, device="meta"
+                    )
+                }
+            ),
+            "768-wide text features",
+        ),
     ],
 )
 def test_non_sd15_files_are_refused_with_a_message(edit, message):

@@ -53,11 +53,25 @@ def _reward_gradient(config) -> torch.Tensor:
 def test_the_auto_precision_of_each_gpu_keeps_the_reward_gradient(tmp_path, tiny_base, prompts_file, blip2_dirs, gpu):
     chosen = precision.resolve("auto", "auto", "cuda", bf16_supported=gpu == "bf16-gpu")
     captioner, text_encoder = blip2_dirs
-    common = dict(captioner=str(captioner), text_encoder=str(text_encoder), pre_loss_weight=0.0, baseline="none",
-                  reward_weight=1e-3, train_batch_size=2)
+    common = dict(
+        captioner=str(captioner),
+        text_encoder=str(text_encoder),
+        pre_loss_weight=0.0,
+        baseline="none",
+        reward_weight=1e-3,
+        train_batch_size=2,
+    )
     reference = _reward_gradient(tiny_config(tiny_base, prompts_file, tmp_path / "a.safetensors", **common))
-    half = _reward_gradient(tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", **common,
-                                        mixed_precision=chosen.mixed, frozen_dtype=precision.NAMES[chosen.frozen]))
+    half = _reward_gradient(
+        tiny_config(
+            tiny_base,
+            prompts_file,
+            tmp_path / "b.safetensors",
+            **common,
+            mixed_precision=chosen.mixed,
+            frozen_dtype=precision.NAMES[chosen.frozen],
+        )
+    )
     assert torch.isfinite(half).all() and half.abs().sum() > 0
     assert (half != 0).float().mean() > 0.5  # most of the gradient survived, not just a few large entries
     cosine = torch.nn.functional.cosine_similarity(half, reference, dim=0).item()

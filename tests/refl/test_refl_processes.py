@@ -30,21 +30,71 @@ MAX_DIFFERENCE, MEAN_DIFFERENCE = STEPS * 1e-3, 1e-3
 
 def _args(tiny_base, prompts_file, blip2_dirs, output, *extra):
     captioner, text_encoder = blip2_dirs
-    return ["--base", str(tiny_base), "--prompts", str(prompts_file), "--output", str(output),
-            "--captioner", str(captioner), "--text-encoder", str(text_encoder), "--resolution", "16",
-            "--num-inference-steps", "4", "--refl-step-min", "1", "--refl-step-max", "3", "--total-batch-size", "4",
-            "--max-steps", str(STEPS), "--validation-split", "0.25", "--validation-steps", "2", "--checkpointing-steps", "1",
-            "--checkpoints-total-limit", "2", "--learning-rate", "1e-3", "--reward-weight", "1", "--baseline", "ema",
-            "--save-dtype", "fp32", "--seed", "5", "--device", "cpu", "--no-keep-best", "--no-tensorboard",
-            "--no-progress-bar", "--process-timeout", "120", *extra]
+    return [
+        "--base",
+        str(tiny_base),
+        "--prompts",
+        str(prompts_file),
+        "--output",
+        str(output),
+        "--captioner",
+        str(captioner),
+        "--text-encoder",
+        str(text_encoder),
+        "--resolution",
+        "16",
+        "--num-inference-steps",
+        "4",
+        "--refl-step-min",
+        "1",
+        "--refl-step-max",
+        "3",
+        "--total-batch-size",
+        "4",
+        "--max-steps",
+        str(STEPS),
+        "--validation-split",
+        "0.25",
+        "--validation-steps",
+        "2",
+        "--checkpointing-steps",
+        "1",
+        "--checkpoints-total-limit",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--reward-weight",
+        "1",
+        "--baseline",
+        "ema",
+        "--save-dtype",
+        "fp32",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--no-keep-best",
+        "--no-tensorboard",
+        "--no-progress-bar",
+        "--process-timeout",
+        "120",
+        *extra,
+    ]
 
 
 def _launch(processes, args, **popen):
     if processes == 1:
         command = [sys.executable, str(ROOT / "training" / "refl.py"), *args]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   str(ROOT / "training" / "refl.py"), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            str(ROOT / "training" / "refl.py"),
+            *args,
+        ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread: bit-for-bit repeatable sums
     return subprocess.Popen(command, env=env, text=True, **popen)
 
@@ -100,14 +150,21 @@ def test_one_writer_one_row_per_step_checkpoints_once(two_process_run):
     run_dir = root / "out-run"
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]  # step 0: the validation before training
-    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("checkpoint-")) == \
-        ["metrics.csv", "reward_curve.png", "settings.json"]
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("checkpoint-")) == [
+        "metrics.csv",
+        "reward_curve.png",
+        "settings.json",
+    ]
     assert [step for step, _ in saving.list_checkpoints(run_dir)] == [2, 3]
     assert log.count("saved ") == STEPS  # one line per checkpoint: only the main process saves and logs
     assert not [p for p in root.rglob(".*") if saving.TEMPORARY_RE.match(p.name)]
     settings = json.loads((run_dir / "settings.json").read_text())
-    assert settings["run"] == {"num_processes": 2, "train_batch_size": 2, "gradient_accumulation_steps": 1,
-                               "effective_batch_size": 4}
+    assert settings["run"] == {
+        "num_processes": 2,
+        "train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "effective_batch_size": 4,
+    }
 
 
 def _workers(launcher_pid: int) -> dict[int, int]:
@@ -157,7 +214,9 @@ def test_lora_on_two_processes_equals_one_process(tmp_path, tiny_base, blip2_dir
 
     prompts = write_prompts(tmp_path / "prompts.txt")
     lora = ("--lora", "4", "--max-steps", "2", "--checkpointing-steps", "0", "--validation-steps", "0")
-    log = _run(2, [*_args(tiny_base, prompts, blip2_dirs, tmp_path / "two.safetensors", "--train-batch-size", "2"), *lora])
+    log = _run(
+        2, [*_args(tiny_base, prompts, blip2_dirs, tmp_path / "two.safetensors", "--train-batch-size", "2"), *lora]
+    )
     _run(1, [*_args(tiny_base, prompts, blip2_dirs, tmp_path / "one.safetensors", "--train-batch-size", "4"), *lora])
     two, one = load_file(str(tmp_path / "two.safetensors")), load_file(str(tmp_path / "one.safetensors"))
     assert all(k.startswith("lora_unet_") for k in two)
@@ -171,13 +230,18 @@ def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout(tmp_path, 
 
     prompts = write_prompts(tmp_path / "prompts.txt")
     output = tmp_path / "hung.safetensors"
-    args = [*_args(tiny_base, prompts, blip2_dirs, output, "--train-batch-size", "2", "--max-steps", "20"),
-            "--process-timeout", "10"]
+    args = [
+        *_args(tiny_base, prompts, blip2_dirs, output, "--train-batch-size", "2", "--max-steps", "20"),
+        "--process-timeout",
+        "10",
+    ]
     launcher = _launch(2, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     workers = {}
     try:
         deadline = time.time() + 600
-        while not (tmp_path / "hung-run" / "checkpoint-1").is_dir() and launcher.poll() is None and time.time() < deadline:
+        while (
+            not (tmp_path / "hung-run" / "checkpoint-1").is_dir() and launcher.poll() is None and time.time() < deadline
+        ):
             time.sleep(0.05)
         workers = _workers(launcher.pid)
         assert set(workers) == {0, 1}, "the run ended before a worker could be stopped"

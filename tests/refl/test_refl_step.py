@@ -39,11 +39,17 @@ def test_rollout_with_one_stop_per_sample_equals_separate_rollouts():
             return type("Out", (), {"sample": 0.1 * x * (1 + t) + encoder_hidden_states.mean((1, 2)).view(-1, 1, 1, 1)})
 
     ddim, gen = DDIM(6), torch.Generator().manual_seed(1)
-    noise, cond, uncond = torch.randn(3, 4, 2, 2, generator=gen), torch.randn(3, 5, 8, generator=gen), torch.zeros(3, 5, 8)
+    noise, cond, uncond = (
+        torch.randn(3, 4, 2, 2, generator=gen),
+        torch.randn(3, 5, 8, generator=gen),
+        torch.zeros(3, 5, 8),
+    )
     stops = torch.tensor([2, 5, 0])
     together = rollout(Toy(), ddim, noise, Conditioning(cond, uncond, 3.0), stops)
     for row, stop in enumerate(stops.tolist()):
-        alone = rollout(Toy(), ddim, noise[row : row + 1], Conditioning(cond[row : row + 1], uncond[row : row + 1], 3.0), stop)
+        alone = rollout(
+            Toy(), ddim, noise[row : row + 1], Conditioning(cond[row : row + 1], uncond[row : row + 1], 3.0), stop
+        )
         assert torch.allclose(together[row], alone[0], atol=1e-6)
 
 

@@ -80,17 +80,34 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_base, prompts_fil
     for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
         Image.new("RGB", (20, 20), color).save(pairs / f"{i}.png")
         (pairs / f"{i}.txt").write_text(f"square {i}")
-    common = dict(max_steps=3, gradient_accumulation_steps=2, checkpointing_steps=1, checkpoints_total_limit=1,
-                  save_dtype="fp32", baseline="ema", pairs=str(pairs), validation_split=0.25, validation_steps=2,
-                  keep_best=False, lr_warmup_steps=2)
-    first, straight = _run(tiny_config(tiny_base, prompts_file, tmp_path / "a.safetensors", run_dir=str(tmp_path / "a"), **common))
+    common = dict(
+        max_steps=3,
+        gradient_accumulation_steps=2,
+        checkpointing_steps=1,
+        checkpoints_total_limit=1,
+        save_dtype="fp32",
+        baseline="ema",
+        pairs=str(pairs),
+        validation_split=0.25,
+        validation_steps=2,
+        keep_best=False,
+        lr_warmup_steps=2,
+    )
+    first, straight = _run(
+        tiny_config(tiny_base, prompts_file, tmp_path / "a.safetensors", run_dir=str(tmp_path / "a"), **common)
+    )
 
-    interrupted = tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"), **common)
+    interrupted = tiny_config(
+        tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"), **common
+    )
     assert _run(interrupted, stop_at=2)[1] is None
     assert [step for step, _ in saving.list_checkpoints(tmp_path / "b")] == [2]  # rotated to the newest one
     assert not (tmp_path / "b.safetensors").exists()
-    second, resumed = _run(tiny_config(tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"),
-                                       resume="latest", **common))
+    second, resumed = _run(
+        tiny_config(
+            tiny_base, prompts_file, tmp_path / "b.safetensors", run_dir=str(tmp_path / "b"), resume="latest", **common
+        )
+    )
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     # and the run's whole state ends equal, so it would go on identically
@@ -160,25 +177,44 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_base, prompts_file):
         ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", resolution=18), scorer)
     with pytest.raises(ConfigError, match="--captioner and --text-encoder are required"):
         ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors"))
-    with pytest.raises(ConfigError, match=r"8 training prompts cannot fill one micro-step of 9 per process x 1 processes"):
+    with pytest.raises(
+        ConfigError, match=r"8 training prompts cannot fill one micro-step of 9 per process x 1 processes"
+    ):
         ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", train_batch_size=9), scorer)
     train(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1, checkpointing_steps=1), scorer)
     with pytest.raises(ConfigError, match="trained with other settings: --seed 0 -> 3; --lora 0 -> 2"):
-        ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", lora=2, seed=3, resume="latest"), scorer)
-    with pytest.raises(ConfigError, match=r"effective batch of 1 \(1 x 1 accumulation x 1 process\(es\)\); this run has 4 "
-                                          r".*Pass --total-batch-size 1 to continue it"):
-        ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", gradient_accumulation_steps=4,
-                                resume="latest"), scorer)
+        ReFLTrainer(
+            tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", lora=2, seed=3, resume="latest"), scorer
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"effective batch of 1 \(1 x 1 accumulation x 1 process\(es\)\); this run has 4 "
+        r".*Pass --total-batch-size 1 to continue it",
+    ):
+        ReFLTrainer(
+            tiny_config(
+                tiny_base, prompts_file, tmp_path / "o.safetensors", gradient_accumulation_steps=4, resume="latest"
+            ),
+            scorer,
+        )
 
 
-@pytest.mark.parametrize("settings", [
-    dict(mixed_precision="fp16", frozen_dtype="fp16", gradient_checkpointing=True),  # full UNet, gradient scaler
-    dict(mixed_precision="bf16", frozen_dtype="bf16", lora=4),  # frozen base UNet in bf16 under the adapters
-], ids=["fp16-full-checkpointing", "bf16-lora"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(mixed_precision="fp16", frozen_dtype="fp16", gradient_checkpointing=True),  # full UNet, gradient scaler
+        dict(mixed_precision="bf16", frozen_dtype="bf16", lora=4),  # frozen base UNet in bf16 under the adapters
+    ],
+    ids=["fp16-full-checkpointing", "bf16-lora"],
+)
 def test_mixed_precision_steps_update_the_trained_weights(tmp_path, tiny_base, prompts_file, settings):
     config = tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", **settings)
     trainer = ReFLTrainer(config, ToyCaptionScorer())
-    assert trainer.vae.dtype == trainer.text_encoder.dtype == getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[settings["frozen_dtype"]])
+    assert (
+        trainer.vae.dtype
+        == trainer.text_encoder.dtype
+        == getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[settings["frozen_dtype"]])
+    )
     before = {k: v.clone() for k, v in trainer.trainable.state_dict().items()}
     metrics = trainer.optimizer_step()
     assert metrics["skipped"] == 0 and torch.isfinite(torch.tensor(metrics["loss"]))
@@ -189,9 +225,19 @@ def test_mixed_precision_steps_update_the_trained_weights(tmp_path, tiny_base, p
 
 def test_early_stopping_writes_the_best_validated_weights(tmp_path, tiny_base, prompts_file):
     out = tmp_path / "best.safetensors"
-    config = tiny_config(tiny_base, prompts_file, out, max_steps=5, validation_split=0.25, validation_steps=1,
-                         early_stopping_patience=2, keep_best=True, checkpointing_steps=1, checkpoints_total_limit=0,
-                         save_dtype="fp32")
+    config = tiny_config(
+        tiny_base,
+        prompts_file,
+        out,
+        max_steps=5,
+        validation_split=0.25,
+        validation_steps=1,
+        early_stopping_patience=2,
+        keep_best=True,
+        checkpointing_steps=1,
+        checkpoints_total_limit=0,
+        save_dtype="fp32",
+    )
     trainer = ReFLTrainer(config, ToyCaptionScorer())
     scores = iter([0.5, 0.6, 0.9, 0.2, 0.3])  # before training, then after steps 1, 2, 3, 4
     trainer.validate = lambda: next(scores)
@@ -206,22 +252,38 @@ def test_early_stopping_writes_the_best_validated_weights(tmp_path, tiny_base, p
     assert saving.read_metadata(out)["realign_diff.refl.best_validation_reward"] == "0.900000"
 
 
-def test_micro_batch_whose_captions_are_all_empty_contributes_no_gradient_but_trains_on(tmp_path, tiny_base, prompts_file):
+def test_micro_batch_whose_captions_are_all_empty_contributes_no_gradient_but_trains_on(
+    tmp_path, tiny_base, prompts_file
+):
     class EmptyCaptions(ToyCaptionScorer):
         def reward_terms(self, pixels, prompts, **kwargs):
             terms = super().reward_terms(pixels, prompts, **kwargs)
             terms.captions = [""] * len(terms.captions)
-            terms.log_p_caption = torch.zeros(pixels.shape[0])  # what a real scorer returns for empty captions: no graph
+            terms.log_p_caption = torch.zeros(
+                pixels.shape[0]
+            )  # what a real scorer returns for empty captions: no graph
             return terms
 
-    trainer = ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), EmptyCaptions())
+    trainer = ReFLTrainer(
+        tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), EmptyCaptions()
+    )
     metrics = trainer.optimizer_step()
     assert metrics["skipped"] == 0 and metrics["pre_loss"] > 0  # L_pre still trained the step
 
 
-def test_a_best_found_after_the_last_checkpoint_of_a_killed_run_does_not_leak_into_the_resumed_run(tmp_path, tiny_base, prompts_file):
-    common = dict(max_steps=3, validation_split=0.25, validation_steps=1, checkpointing_steps=2, keep_best=True,
-                  save_dtype="fp32", run_dir=str(tmp_path / "run"), early_stopping_patience=0)
+def test_a_best_found_after_the_last_checkpoint_of_a_killed_run_does_not_leak_into_the_resumed_run(
+    tmp_path, tiny_base, prompts_file
+):
+    common = dict(
+        max_steps=3,
+        validation_split=0.25,
+        validation_steps=1,
+        checkpointing_steps=2,
+        keep_best=True,
+        save_dtype="fp32",
+        run_dir=str(tmp_path / "run"),
+        early_stopping_patience=0,
+    )
     out = tmp_path / "out.safetensors"
 
     def stop_at_3(step):
@@ -254,8 +316,12 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_writes(tmp_p
     with pytest.raises(ConfigError, match=rf"another training run \(process {os.getpid()}\) is writing to .*o-run"):
         ReFLTrainer(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=1), ToyCaptionScorer())
     first.train()  # the first one ends, and the folder is free again
-    train(tiny_config(tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=2, resume="latest",
-                      checkpointing_steps=1), ToyCaptionScorer())
+    train(
+        tiny_config(
+            tiny_base, prompts_file, tmp_path / "o.safetensors", max_steps=2, resume="latest", checkpointing_steps=1
+        ),
+        ToyCaptionScorer(),
+    )
 
 
 def test_resume_on_another_process_count_says_what_changes():

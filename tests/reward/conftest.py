@@ -27,7 +27,9 @@ def blip2_opt_untied_dirs(tmp_path_factory):
     """(captioner_dir, text_encoder_dir): OPT captioner with its own output head, whose samples vary with the seed."""
     from realign_testkit.blip2 import write_tiny_blip2
 
-    return write_tiny_blip2(tmp_path_factory.mktemp("blip2-opt-untied"), language_model="opt", tie_word_embeddings=False)
+    return write_tiny_blip2(
+        tmp_path_factory.mktemp("blip2-opt-untied"), language_model="opt", tie_word_embeddings=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +75,9 @@ def sampling_reward(request):
 def images():
     """Five distinct ComfyUI-style images [B, H, W, 3] in [0, 1], not at the model's input size."""
     generator = torch.Generator().manual_seed(0)
-    solid = [torch.ones(40, 52, 3) * torch.tensor(c) for c in [(1.0, 0.0, 0.0), (0.0, 0.8, 0.1), (0.1, 0.2, 0.9), (1.0, 1.0, 1.0)]]
+    solid = [
+        torch.ones(40, 52, 3) * torch.tensor(c)
+        for c in [(1.0, 0.0, 0.0), (0.0, 0.8, 0.1), (0.1, 0.2, 0.9), (1.0, 1.0, 1.0)]
+    ]
     ramp = torch.linspace(0, 1, 52).view(1, 52, 1).expand(40, 52, 3) * torch.rand(1, 1, 3, generator=generator)
     return torch.stack(solid + [ramp])

@@ -21,8 +21,12 @@ def itc_text_embeddings(text_encoder_dir, texts):
     with torch.no_grad():
         for text in texts:
             inputs = processor(images=image, text=text, return_tensors="pt")
-            result = model(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"],
-                           attention_mask=inputs["attention_mask"], use_image_text_matching_head=False)
+            result = model(
+                pixel_values=inputs["pixel_values"],
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                use_image_text_matching_head=False,
+            )
             out.append(result.text_embeds[0])
     return torch.stack(out)
 
@@ -65,7 +69,9 @@ def test_identical_caption_and_prompt_give_one(reward, images):
 def test_batch_scoring_equals_one_by_one(reward, images):
     prompts = ["a red book", "a green tree", "a blue car", "a white plate", "the moon"]
     batched = reward.score(images, prompts, batch_size=3, max_new_tokens=8, num_beams=2)
-    single = [reward.score(images[i:i + 1], prompts[i], batch_size=1, max_new_tokens=8, num_beams=2) for i in range(5)]
+    single = [
+        reward.score(images[i : i + 1], prompts[i], batch_size=1, max_new_tokens=8, num_beams=2) for i in range(5)
+    ]
     assert batched.captions == [s.captions[0] for s in single]
     torch.testing.assert_close(batched.rewards, torch.cat([s.rewards for s in single]), atol=1e-5, rtol=1e-5)
 
@@ -150,7 +156,7 @@ def test_caption_log_prob_batch_equals_one_by_one(reward):
     texts = ["a red book", "two dogs playing with a ball in the park", "cat"]
     with torch.no_grad():
         batched = reward.caption_log_prob(pixels, texts)
-        single = torch.cat([reward.caption_log_prob(pixels[i:i + 1], texts[i]) for i in range(3)])
+        single = torch.cat([reward.caption_log_prob(pixels[i : i + 1], texts[i]) for i in range(3)])
     torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
 
 
@@ -165,7 +171,9 @@ def test_torch_preprocessing_matches_the_processor(reward_opt):
     stats = reward_opt.image_stats
     assert isinstance(stats, ImageStats) and stats.mode == "bicubic"
     ramp = torch.linspace(0, 1, 300)
-    smooth = torch.stack([ramp[:, None].expand(300, 200), ramp[None, :200].expand(300, 200), ramp[:, None] * ramp[None, :200]], -1)
+    smooth = torch.stack(
+        [ramp[:, None].expand(300, 200), ramp[None, :200].expand(300, 200), ramp[:, None] * ramp[None, :200]], -1
+    )
     cases = [  # image, max and mean tolerated difference (normalized units; one 8-bit step is ~0.015)
         (torch.rand(stats.height, stats.width, 3, generator=generator), 1e-5, 1e-6),  # no resize: exact
         (smooth, 0.05, 0.01),
@@ -196,4 +204,6 @@ def test_image_layouts():
 def test_loaded_model_folders_need_no_network(blip2_dirs, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reward = CaptionReward.from_pretrained(*blip2_dirs, device="cpu")
-    assert reward.prefix_ids[: reward.captioner.config.num_query_tokens] == [reward.captioner.config.image_token_index] * 4
+    assert (
+        reward.prefix_ids[: reward.captioner.config.num_query_tokens] == [reward.captioner.config.image_token_index] * 4
+    )

@@ -66,7 +66,9 @@ def test_weights_of_another_model_are_reported_as_missing(tmp_path, blip2_dirs):
     copy = tmp_path / "captioner"
     shutil.copytree(blip2_dirs[0], copy)
     shutil.copy(blip2_dirs[1] / "model.safetensors", copy / "model.safetensors")  # retrieval weights: no language model
-    with pytest.raises(Blip2FolderError, match="does not hold a complete BLIP-2 captioner: weights missing for language_model"):
+    with pytest.raises(
+        Blip2FolderError, match="does not hold a complete BLIP-2 captioner: weights missing for language_model"
+    ):
         CaptionReward.from_pretrained(copy, blip2_dirs[1])
 
 
@@ -80,8 +82,13 @@ def test_retrieval_folder_without_a_text_tower_is_reported(tmp_path, blip2_dirs)
     config["qformer_config"]["use_qformer_text_input"] = False
     (copy / "config.json").write_text(json.dumps(config))
     weights = load_file(copy / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if ".intermediate." not in k and ".output." not in k}, copy / "model.safetensors")
-    with pytest.raises(Blip2FolderError, match=r"does not hold a complete BLIP-2 text encoder .*weights missing for qformer"):
+    save_file(
+        {k: v for k, v in weights.items() if ".intermediate." not in k and ".output." not in k},
+        copy / "model.safetensors",
+    )
+    with pytest.raises(
+        Blip2FolderError, match=r"does not hold a complete BLIP-2 text encoder .*weights missing for qformer"
+    ):
         CaptionReward.from_pretrained(blip2_dirs[0], copy)
 
 

@@ -27,10 +27,15 @@ def generated_ids(reward, pixels, **generate_kwargs):
     pixel_values = preprocess(pixels.detach(), reward.image_stats)
     prefix = torch.tensor([reward.prefix_ids] * pixels.shape[0])
     with torch.no_grad():
-        out = reward.captioner.generate(pixel_values=pixel_values, input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                                        min_new_tokens=1, **generate_kwargs)
-    out = out[:, 1:] if reward.is_encoder_decoder else out[:, prefix.shape[1]:]
-    return [row[:row.index(reward.eos_id) + 1] if reward.eos_id in row else row for row in out.tolist()]
+        out = reward.captioner.generate(
+            pixel_values=pixel_values,
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            min_new_tokens=1,
+            **generate_kwargs,
+        )
+    out = out[:, 1:] if reward.is_encoder_decoder else out[:, prefix.shape[1] :]
+    return [row[: row.index(reward.eos_id) + 1] if reward.eos_id in row else row for row in out.tolist()]
 
 
 def full_forward_log_prob(reward, image, ids):
@@ -41,15 +46,19 @@ def full_forward_log_prob(reward, image, ids):
     with torch.no_grad():
         if reward.is_encoder_decoder:
             start = torch.tensor([[reward.captioner.config.text_config.decoder_start_token_id]])
-            logits = reward.captioner(pixel_values=pixel_values, input_ids=prefix,
-                                      decoder_input_ids=torch.cat([start, target[:, :-1]], dim=1)).logits[0]
+            logits = reward.captioner(
+                pixel_values=pixel_values, input_ids=prefix, decoder_input_ids=torch.cat([start, target[:, :-1]], dim=1)
+            ).logits[0]
         else:
             # the prefix through the captioner, the ids after it through its cache: a sampled caption may hold the
             # <image> token, which the captioner's forward would take for an image slot
             out = reward.captioner(pixel_values=pixel_values, input_ids=prefix, use_cache=True)
-            rest = reward.captioner.language_model(input_ids=target[:, :-1], use_cache=True,
-                                                   past_key_values=out.language_model_outputs.past_key_values,
-                                                   attention_mask=torch.ones(1, prefix.shape[1] + len(ids) - 1, dtype=torch.long))
+            rest = reward.captioner.language_model(
+                input_ids=target[:, :-1],
+                use_cache=True,
+                past_key_values=out.language_model_outputs.past_key_values,
+                attention_mask=torch.ones(1, prefix.shape[1] + len(ids) - 1, dtype=torch.long),
+            )
             logits = torch.cat([out.logits[:, -1:], rest.logits], dim=1)[0]
     logits[0, reward.eos_id] = float("-inf")
     return torch.log_softmax(logits, dim=-1).gather(-1, target[0, :, None]).sum()
@@ -59,15 +68,26 @@ def full_forward_log_prob(reward, image, ids):
 @pytest.mark.parametrize("sampling", [False, True])
 def test_one_vision_qformer_and_projection_pass_per_call(reward, images, prompt_log_prob, sampling):
     captioner = reward.captioner
-    counted = {name: count_calls(getattr(captioner, name)) for name in ("vision_model", "qformer", "language_projection")}
+    counted = {
+        name: count_calls(getattr(captioner, name)) for name in ("vision_model", "qformer", "language_projection")
+    }
     try:
-        terms = reward.reward_terms(pixels_of(images[:3]), PROMPTS[:3], max_new_tokens=6, sampling=sampling,
-                                    seeds=[0, 1, 2], prompt_log_prob=prompt_log_prob)
+        terms = reward.reward_terms(
+            pixels_of(images[:3]),
+            PROMPTS[:3],
+            max_new_tokens=6,
+            sampling=sampling,
+            seeds=[0, 1, 2],
+            prompt_log_prob=prompt_log_prob,
+        )
     finally:
         for _, handle in counted.values():
             handle.remove()
-    assert {name: len(calls) for name, (calls, _) in counted.items()} == {"vision_model": 1, "qformer": 1,
-                                                                           "language_projection": 1}
+    assert {name: len(calls) for name, (calls, _) in counted.items()} == {
+        "vision_model": 1,
+        "qformer": 1,
+        "language_projection": 1,
+    }
     assert isinstance(terms, RewardTerms) and len(terms.captions) == 3
     assert (terms.log_p_prompt is not None) == prompt_log_prob
 
@@ -79,7 +99,9 @@ def test_greedy_terms_are_what_score_gives_and_the_log_prob_of_the_generated_ids
     scored = reward.score(images, PROMPTS, max_new_tokens=10, num_beams=num_beams)
     assert terms.captions == scored.captions
     torch.testing.assert_close(terms.rewards, scored.rewards, atol=1e-6, rtol=0)
-    assert terms.rewards.dtype == torch.float32 and terms.rewards.device.type == "cpu" and not terms.rewards.requires_grad
+    assert (
+        terms.rewards.dtype == torch.float32 and terms.rewards.device.type == "cpu" and not terms.rewards.requires_grad
+    )
 
     sequences = generated_ids(reward, pixels, max_new_tokens=10, num_beams=num_beams)
     assert [reward.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in sequences] == terms.captions
@@ -138,9 +160,9 @@ def test_sampled_captions_follow_the_seeds_alone(sampling_reward, images):
     assert again.captions == first.captions
     torch.testing.assert_close(again.log_p_caption, first.log_p_caption)
     for i in (0, 3):  # image i alone: the caption it got in the batch
-        alone = reward.reward_terms(pixels[i:i + 1], PROMPTS[i], max_new_tokens=8, sampling=True, seeds=[seeds[i]])
+        alone = reward.reward_terms(pixels[i : i + 1], PROMPTS[i], max_new_tokens=8, sampling=True, seeds=[seeds[i]])
         assert alone.captions == [first.captions[i]]
-        torch.testing.assert_close(alone.log_p_caption, first.log_p_caption[i:i + 1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone.log_p_caption, first.log_p_caption[i : i + 1], atol=1e-5, rtol=1e-5)
     other = reward.reward_terms(pixels, PROMPTS, max_new_tokens=8, sampling=True, seeds=[s + 100 for s in seeds])
     assert other.captions != first.captions
     greedy = reward.reward_terms(pixels, PROMPTS, max_new_tokens=8)
@@ -157,7 +179,7 @@ def test_a_sample_is_scored_on_its_own_ids(sampling_reward, images):
     terms = reward.reward_terms(pixels, PROMPTS[:3], max_new_tokens=8, sampling=True, seeds=seeds)
     for i, seed in enumerate(seeds):
         sampler = LogitsProcessorList([_SeededSampler([seed], torch.device("cpu"))])
-        ids = generated_ids(reward, pixels[i:i + 1], max_new_tokens=8, do_sample=False, logits_processor=sampler)[0]
+        ids = generated_ids(reward, pixels[i : i + 1], max_new_tokens=8, do_sample=False, logits_processor=sampler)[0]
         assert reward.tokenizer.decode(ids, skip_special_tokens=True).strip() == terms.captions[i]
         expected = full_forward_log_prob(reward, pixels[i], ids)
         assert terms.log_p_caption[i].item() == pytest.approx(expected.item(), abs=1e-4)
@@ -217,8 +239,10 @@ def test_toy_scorer_terms_agree_with_its_score_and_log_prob():
     sampled = scorer.reward_terms(pixels, prompts, sampling=True, seeds=[3, 4, 5])
     assert sampled.captions == scorer.reward_terms(pixels, prompts, sampling=True, seeds=[3, 4, 5]).captions
     assert sampled.captions[1:] == scorer.reward_terms(pixels[1:], prompts[1:], sampling=True, seeds=[4, 5]).captions
-    assert any(scorer.reward_terms(pixels, prompts, sampling=True, seeds=[s, s + 1, s + 2]).captions != sampled.captions
-               for s in range(10, 20))
+    assert any(
+        scorer.reward_terms(pixels, prompts, sampling=True, seeds=[s, s + 1, s + 2]).captions != sampled.captions
+        for s in range(10, 20)
+    )
     torch.testing.assert_close(sampled.log_p_caption, scorer.caption_log_prob(pixels, sampled.captions))
     assert sampled.log_p_prompt is None
     assert scorer.calls["score"] == 1 and scorer.calls["caption_log_prob"] == 3  # the test's own calls only

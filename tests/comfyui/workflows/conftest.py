@@ -15,8 +15,7 @@ def comfyui_server(tmp_path_factory):
     path, reason = find_comfyui()
     if path is None:
         pytest.skip(reason)
-    server = ComfyUIServer(path, tmp_path_factory.mktemp("comfyui-server"),
-                           settings={"Comfy.Minimap.Visible": False})
+    server = ComfyUIServer(path, tmp_path_factory.mktemp("comfyui-server"), settings={"Comfy.Minimap.Visible": False})
     with server:
         yield server
 

@@ -25,8 +25,17 @@ def test_reroutes_primitive_bypass_mute_and_notes_run(comfyui, sd15_checkpoint):
     workflow = core_workflows.txt2img_with_ui_only_features(nodes, sd15_checkpoint)
     prompt = workflow_to_prompt(workflow, nodes)
     types = sorted(e["class_type"] for e in prompt.values())
-    assert types == sorted(["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptyLatentImage",
-                            "KSampler", "VAEDecode", "SaveImage"])
+    assert types == sorted(
+        [
+            "CheckpointLoaderSimple",
+            "CLIPTextEncode",
+            "CLIPTextEncode",
+            "EmptyLatentImage",
+            "KSampler",
+            "VAEDecode",
+            "SaveImage",
+        ]
+    )
     sampler = next(e for e in prompt.values() if e["class_type"] == "KSampler")
     assert sampler["inputs"]["seed"] == 123  # from the primitive, not the sampler's own saved 0
     outputs = comfyui.run(prompt)

@@ -27,15 +27,19 @@ def test_comfyuis_own_parser_reads_our_pyproject(comfyui):
     assert config.project.supported_os == ["OS Independent"]
     assert config.project.license.file == "LICENSE"
     assert sorted(config.project.dependencies) == sorted(
-        line.strip() for line in (PACK_ROOT / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#"))
+        line.strip()
+        for line in (PACK_ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 def test_workflow_template_browser_lists_and_serves_the_shipped_workflows(comfyui_server):
     templates = comfyui_server.get_json("/workflow_templates")
     assert sorted(templates.get(PACK_FOLDER_NAME, [])) == SHIPPED
     for name in SHIPPED:
-        served = comfyui_server.get_json(f"/api/workflow_templates/{PACK_FOLDER_NAME}/{urllib.request.quote(name)}.json")
+        served = comfyui_server.get_json(
+            f"/api/workflow_templates/{PACK_FOLDER_NAME}/{urllib.request.quote(name)}.json"
+        )
         assert served == json.loads((PACK_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
 
 

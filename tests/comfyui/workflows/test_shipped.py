@@ -46,7 +46,9 @@ def test_shipped_workflow_runs_end_to_end(comfyui, path):
         assert any(outputs[node_id].get(key) for key in outputs[node_id]), outputs[node_id]
     # every node of the graph ran and is cached (nothing was pruned as unreachable)
     for node_id, entry in prompt.items():
-        assert comfyui.executor.caches.outputs.get(node_id) is not None, f"{entry['class_type']} (node {node_id}) did not run"
+        assert comfyui.executor.caches.outputs.get(node_id) is not None, (
+            f"{entry['class_type']} (node {node_id}) did not run"
+        )
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)

@@ -13,15 +13,15 @@ import time
 
 import pytest
 import torch
+
+from realign_diff.dense_captioner.llm import LLMScorer, ScoreCache, resolve_llm
+from realign_diff.dense_captioner.offline_scorer import OfflineScorer
+from realign_diff.dense_captioner.pipeline import CaptionedImage, CaptionerSettings, caption_images, guidance_json
+from realign_diff.guidance import GuidedObject, RealignGuidance
+from realign_diff.patch_plan import plan_patch
 from realign_testkit.captioner_models import tiny_captioner_models
 from realign_testkit.llm_stub import Reply, StubLLMServer, answer
 from realign_testkit.ram import synthetic_image
-
-from realign_diff.captioner.llm import LLMScorer, ScoreCache, resolve_llm
-from realign_diff.captioner.offline_scorer import OfflineScorer
-from realign_diff.captioner.pipeline import CaptionedImage, CaptionerSettings, caption_images, guidance_json
-from realign_diff.guidance import GuidedObject, RealignGuidance
-from realign_diff.patch_plan import plan_patch
 
 PROMPT = "a red book and a yellow pen"
 TAGS = ["book", "pen"]
@@ -29,8 +29,15 @@ CANCEL_BOUND_S = 3.0  # generous: the checks run every 0.1 s (LLM) or before eve
 
 
 def llm_scorer(server, *, timeout=2.0, retries=0, backoff=0.0, sleep=time.sleep):
-    resolved = resolve_llm("stub-model", "", environ={"REALIGN_DIFF_LLM_BASE_URL": server.url}, config_paths=[],
-                           timeout=timeout, retries=retries, backoff=backoff)
+    resolved = resolve_llm(
+        "stub-model",
+        "",
+        environ={"REALIGN_DIFF_LLM_BASE_URL": server.url},
+        config_paths=[],
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+    )
     return LLMScorer(resolved, cache=ScoreCache(), sleep=sleep)
 
 
@@ -62,8 +69,9 @@ def empty_prompt_in_the_captioner_node(pack):
     from realign_pack.nodes.dense_captioner import LocalDenseCaptioner
 
     with pytest.raises(ValueError) as info:
-        LocalDenseCaptioner().caption(synthetic_image(32, 32), "", None, None, None, "offline", 0.0, 20, 0.3, 0.25,
-                                      0.5, True)
+        LocalDenseCaptioner().caption(
+            synthetic_image(32, 32), "", None, None, None, "offline", 0.0, 20, 0.3, 0.25, 0.5, True
+        )
     return str(info.value)
 
 
@@ -71,8 +79,9 @@ def whitespace_prompt_in_the_captioner_node(pack):
     from realign_pack.nodes.dense_captioner import LocalDenseCaptioner
 
     with pytest.raises(ValueError) as info:
-        LocalDenseCaptioner().caption(synthetic_image(32, 32), "  \n\t ", None, None, None, "offline", 0.0, 20, 0.3,
-                                      0.25, 0.5, True)
+        LocalDenseCaptioner().caption(
+            synthetic_image(32, 32), "  \n\t ", None, None, None, "offline", 0.0, 20, 0.3, 0.25, 0.5, True
+        )
     return str(info.value)
 
 
@@ -90,7 +99,7 @@ def guidance_without_prompt_in_the_patch(pack):
 
 
 def faint_mask_in_guidance_from_mask(pack):
-    from realign_pack.nodes.attention_patch import guidance_from_mask
+    from realign_pack.realign_diff.guidance import guidance_from_mask
 
     with pytest.raises(ValueError) as info:
         guidance_from_mask(faint(0.3)[None], "a yellow pen", "pen", 2.0, PROMPT)
@@ -98,7 +107,7 @@ def faint_mask_in_guidance_from_mask(pack):
 
 
 def empty_mask_in_guidance_from_mask(pack):
-    from realign_pack.nodes.attention_patch import guidance_from_mask
+    from realign_pack.realign_diff.guidance import guidance_from_mask
 
     with pytest.raises(ValueError) as info:
         guidance_from_mask(torch.zeros(1, 16, 16), "a yellow pen", "pen", 2.0, PROMPT)
@@ -157,15 +166,23 @@ CASES = {  # case -> (words naming the problem, words naming the fix)
     whitespace_prompt_in_the_captioner_node: (["prompt is empty"], ["Write the prompt", "Local Dense Captioner"]),
     empty_prompt_in_the_core_pipeline: (["prompt is empty"], ["Write the prompt"]),
     guidance_without_prompt_in_the_patch: (["prompt is empty"], ["Write the prompt", "Local Dense Captioner"]),
-    faint_mask_in_guidance_from_mask: (["too faint", "largest value is 0.30", "above 0.5"],
-                                       ["full opacity and hardness", "ThresholdMask"]),
+    faint_mask_in_guidance_from_mask: (
+        ["too faint", "largest value is 0.30", "above 0.5"],
+        ["full opacity and hardness", "ThresholdMask"],
+    ),
     empty_mask_in_guidance_from_mask: (["is empty"], ["MaskEditor"]),
-    faint_mask_in_the_patch_report: (["'pen' (image 0) has a faint mask: skipped", "largest value is 0.45"],
-                                     ["full opacity and hardness", "ThresholdMask"]),
-    aspect_ratio_and_batch_in_the_patch_report: (["masks are 24x16", "stretched", "guidance for 2 images"],
-                                                 ["latent 3x2", "sample a batch of 2 latents"]),
-    llm_fallback_in_the_json_output: (["failed after 1 attempt", "HTTP 500: the model is loading"],
-                                      ["come from the offline scorer"]),
+    faint_mask_in_the_patch_report: (
+        ["'pen' (image 0) has a faint mask: skipped", "largest value is 0.45"],
+        ["full opacity and hardness", "ThresholdMask"],
+    ),
+    aspect_ratio_and_batch_in_the_patch_report: (
+        ["masks are 24x16", "stretched", "guidance for 2 images"],
+        ["latent 3x2", "sample a batch of 2 latents"],
+    ),
+    llm_fallback_in_the_json_output: (
+        ["failed after 1 attempt", "HTTP 500: the model is loading"],
+        ["come from the offline scorer"],
+    ),
     hostile_long_llm_caption: (["caption for 'pen'", "was not used", "more than the 12"], ["'a yellow pen' was used"]),
     llm_caption_not_naming_its_tag: (["caption for 'pen'", "does not name 'pen'"], ["'a yellow pen' was used"]),
     llm_caption_with_an_instruction: (["reads like an instruction (ignore, prompt)"], ["'a yellow pen' was used"]),
@@ -181,9 +198,16 @@ def test_the_message_names_the_problem_and_the_fix(case, pack):
         assert words in message, f"{words!r} not in {message!r}"
 
 
-@pytest.mark.parametrize("tag, caption", [("pen", "two yellow pens"), ("couch", "a red sofa"),
-                                          ("person", "a man in a blue coat"), ("teddy bear", "a brown teddy bear"),
-                                          ("pen", "a yellow pen.")])
+@pytest.mark.parametrize(
+    "tag, caption",
+    [
+        ("pen", "two yellow pens"),
+        ("couch", "a red sofa"),
+        ("person", "a man in a blue coat"),
+        ("teddy bear", "a brown teddy bear"),
+        ("pen", "a yellow pen."),
+    ],
+)
 def test_llm_captions_naming_the_tag_by_plural_synonym_or_kind_are_kept(tag, caption):
     with StubLLMServer() as server:
         server.default = Reply(content=answer([(tag, 2, caption)]))
@@ -265,9 +289,16 @@ def models(tmp_path_factory):
 
 def caption_with(models, check):
     tagger, detector, segmenter = models
-    return caption_images(synthetic_image(72, 112), PROMPT, tagger=tagger, scorer=OfflineScorer(), detector=detector,
-                          segmenter=segmenter, settings=CaptionerSettings(box_threshold=0.0, text_threshold=0.0),
-                          check_cancel=check)
+    return caption_images(
+        synthetic_image(72, 112),
+        PROMPT,
+        tagger=tagger,
+        scorer=OfflineScorer(),
+        detector=detector,
+        segmenter=segmenter,
+        settings=CaptionerSettings(box_threshold=0.0, text_threshold=0.0),
+        check_cancel=check,
+    )
 
 
 def test_cancel_is_checked_before_every_module_and_the_checks_are_removed(models):

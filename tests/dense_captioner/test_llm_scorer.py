@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from realign_diff.captioner import llm as llm_module
-from realign_diff.captioner.llm import (
+from realign_diff.dense_captioner import llm as llm_module
+from realign_diff.dense_captioner.llm import (
     SYSTEM_PROMPT,
     AnswerError,
     LLMScorer,
@@ -18,14 +18,19 @@ from realign_diff.captioner.llm import (
     resolve_llm,
     validate_answer,
 )
-from realign_diff.captioner.offline_scorer import OfflineScorer
-from realign_diff.captioner.scoring import TagScore, snap_score
+from realign_diff.dense_captioner.offline_scorer import OfflineScorer
+from realign_diff.dense_captioner.scoring import TagScore, snap_score
 from realign_testkit.llm_stub import Reply, StubLLMServer, answer
 
 SECRET = "sk-test-SECRETKEY0123456789"
 PROMPT = "a red book and a yellow pen"
 TAGS = ["book", "pen", "desk", "banana"]
-GOOD = [("book", 2, "a red book"), ("pen", 2, "a yellow pen"), ("desk", 0.5, "a wooden desk"), ("banana", 0, "a banana")]
+GOOD = [
+    ("book", 2, "a red book"),
+    ("pen", 2, "a yellow pen"),
+    ("desk", 0.5, "a wooden desk"),
+    ("banana", 0, "a banana"),
+]
 
 
 @pytest.fixture
@@ -50,8 +55,16 @@ def make_scorer(server, *, retries=2, timeout=2.0, key=SECRET, widget_url="", ca
     environ = {"REALIGN_DIFF_LLM_BASE_URL": server.url}
     if key:
         environ["REALIGN_DIFF_LLM_API_KEY"] = key
-    resolved = resolve_llm("stub-model", widget_url, environ=environ, config_paths=[], timeout=timeout,
-                           retries=retries, backoff=0.01, **overrides)
+    resolved = resolve_llm(
+        "stub-model",
+        widget_url,
+        environ=environ,
+        config_paths=[],
+        timeout=timeout,
+        retries=retries,
+        backoff=0.01,
+        **overrides,
+    )
     sleeps = Sleeps()
     scorer = LLMScorer(resolved, cache=cache if cache is not None else ScoreCache(), sleep=sleeps)
     return scorer, sleeps
@@ -98,7 +111,9 @@ def test_garbage_is_retried_with_the_error_then_falls_back_to_offline(server):
     assert len(server.requests) == 3 and result.attempts == 3
     assert sleeps == pytest.approx([0.01, 0.02])  # exponential backoff
     assert result.source == "offline"
-    assert result.status.startswith(f"llm:stub-model at {server.url} failed after 3 attempts (last error: invalid answer:")
+    assert result.status.startswith(
+        f"llm:stub-model at {server.url} failed after 3 attempts (last error: invalid answer:"
+    )
     assert "scores and captions come from the offline scorer" in result.status
     assert entries_of(result) == entries_of(OfflineScorer().score(PROMPT, TAGS))
     # the retry tells the model what was wrong
@@ -194,7 +209,9 @@ def test_authentication_failure_is_not_retried_and_the_key_is_not_echoed(server)
 def test_unreachable_server_falls_back():
     with StubLLMServer() as stub:
         url = stub.url
-    resolved = resolve_llm("m", "", environ={"REALIGN_DIFF_LLM_BASE_URL": url}, config_paths=[], timeout=0.5, retries=1, backoff=0)
+    resolved = resolve_llm(
+        "m", "", environ={"REALIGN_DIFF_LLM_BASE_URL": url}, config_paths=[], timeout=0.5, retries=1, backoff=0
+    )
     result = LLMScorer(resolved, cache=ScoreCache(), sleep=lambda s: None).score(PROMPT, TAGS)
     assert result.source == "offline" and "could not connect" in result.status
 
@@ -248,12 +265,29 @@ def test_key_is_withheld_from_a_base_url_typed_into_the_node(server):
 
 def test_config_file_settings_and_key_precedence(tmp_path, server):
     config = tmp_path / "realign_diff_llm.json"
-    config.write_text(json.dumps({"base_url": server.url, "model": "cfg-model", "api_key": "sk-from-config-000000",
-                                  "timeout": 7, "retries": 4, "response_format": "json_object", "temperature": None}))
+    config.write_text(
+        json.dumps(
+            {
+                "base_url": server.url,
+                "model": "cfg-model",
+                "api_key": "sk-from-config-000000",
+                "timeout": 7,
+                "retries": 4,
+                "response_format": "json_object",
+                "temperature": None,
+            }
+        )
+    )
     resolved = resolve_llm("", "", environ={"OPENAI_API_KEY": SECRET}, config_paths=[config])
     s = resolved.settings
     assert (s.base_url, s.model, s.timeout, s.retries, s.response_format, s.temperature) == (
-        server.url, "cfg-model", 7.0, 4, "json_object", None)
+        server.url,
+        "cfg-model",
+        7.0,
+        4,
+        "json_object",
+        None,
+    )
     assert resolved.key_source == "config file" and resolved.api_key.reveal() == "sk-from-config-000000"
     # the pack-specific variable beats the file, the file beats OPENAI_API_KEY; a widget beats both for the model
     env = {"REALIGN_DIFF_LLM_API_KEY": "sk-pack-var-111111", "OPENAI_API_KEY": SECRET}
@@ -319,8 +353,11 @@ def test_extract_json_rejects_answers_without_json(text):
 
 
 def test_validate_accepts_the_other_shapes_and_ignores_extra_tags():
-    as_list = [{"tag": "Book", "score": "2", "caption": " a red   book "}, {"tag": "pen", "score": 0.5, "caption": "a pen"},
-               {"tag": "lamp", "score": 2, "caption": "a lamp"}]
+    as_list = [
+        {"tag": "Book", "score": "2", "caption": " a red   book "},
+        {"tag": "pen", "score": 0.5, "caption": "a pen"},
+        {"tag": "lamp", "score": 2, "caption": "a lamp"},
+    ]
     got = validate_answer(as_list, ["book", "pen"])
     assert got == [TagScore("book", 2.0, "a red book"), TagScore("pen", 0.5, "a pen")]
     as_map = {"book": {"score": 0, "caption": "a book"}, "pen": {"score": 2, "caption": "a pen"}}
@@ -396,14 +433,20 @@ def test_openai_key_goes_to_the_url_paired_with_it_in_openai_base_url(server):
 
 
 def test_a_reply_without_choices_is_retried(server):
-    server.queue(Reply(raw=json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "stub-model",
-                                       "choices": []}).encode()), Reply(content=answer(GOOD)))
+    server.queue(
+        Reply(
+            raw=json.dumps(
+                {"id": "x", "object": "chat.completion", "created": 0, "model": "stub-model", "choices": []}
+            ).encode()
+        ),
+        Reply(content=answer(GOOD)),
+    )
     scorer, _ = make_scorer(server)
     result = scorer.score(PROMPT, TAGS)
     assert result.source == "llm:stub-model" and result.status.endswith("answered in 2 attempts")
 
 
 def test_urls_in_messages_lose_credentials_and_queries():
-    from realign_diff.captioner.llm_config import display_url
+    from realign_diff.dense_captioner.llm_config import display_url
 
     assert display_url("http://user:pw@host:8080/v1?api_key=sk-abc#frag") == "http://host:8080/v1"

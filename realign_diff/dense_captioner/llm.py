@@ -67,14 +67,25 @@ from .llm_config import (
 from .offline_scorer import OfflineScorer
 from .scoring import ScoringResult, TagScore, TagScorer, normalize_tag, unique_tags
 
-__all__ = ["SYSTEM_PROMPT", "AnswerError", "extract_json", "validate_answer", "resolve_llm", "LLMScorer", "ScoreCache",
-           "build_scorer", "configuration_token", "SCORER_MODES"]  # this module's face, parts included
+__all__ = [
+    "SYSTEM_PROMPT",
+    "AnswerError",
+    "extract_json",
+    "validate_answer",
+    "resolve_llm",
+    "LLMScorer",
+    "ScoreCache",
+    "build_scorer",
+    "configuration_token",
+    "SCORER_MODES",
+]  # this module's face, parts included
 
 log = logging.getLogger("RealignDiff")
 
 SCORER_MODES = ("offline", "openai-compatible")
 POLL_SECONDS = 0.1  # how often a request in flight or a backoff pause looks at Cancel
 NO_KEY = "no-key"  # sent to servers that need none (the openai client insists on some key)
+
 
 # ---------------------------------------------------------------- cache
 class ScoreCache:
@@ -175,7 +186,13 @@ class LLMScorer:
     """Scores tags with an OpenAI-compatible chat model; falls back to ``fallback`` (the offline scorer)
     when no valid answer comes. ``score`` never raises, but for what ``check_cancel`` raises."""
 
-    def __init__(self, llm: ResolvedLLM, fallback: TagScorer | None = None, cache: ScoreCache | None = DEFAULT_CACHE, sleep=time.sleep):
+    def __init__(
+        self,
+        llm: ResolvedLLM,
+        fallback: TagScorer | None = None,
+        cache: ScoreCache | None = DEFAULT_CACHE,
+        sleep=time.sleep,
+    ):
         self.llm = llm
         self.fallback = fallback or OfflineScorer()
         self.cache = cache
@@ -203,7 +220,9 @@ class LLMScorer:
         except _Cancelled as cancel:
             raise cancel.error from None
         except ImportError as error:
-            return self._fall_back(prompt, tags, f"the openai package is missing ({error}): python -m pip install openai", 0, 0)
+            return self._fall_back(
+                prompt, tags, f"the openai package is missing ({error}): python -m pip install openai", 0, 0
+            )
         except Exception as error:  # never reaches the user as an exception
             log.exception("[RealignDiff] LLM scorer failed unexpectedly")
             return self._fall_back(prompt, tags, f"unexpected error: {type(error).__name__}: {error}", 0, 0)
@@ -220,8 +239,10 @@ class LLMScorer:
             status = f"{self.source} at {display_url(s.base_url)}: cached answer (no request made){notes}"
             return self._answered(prompt, entries, status, cached=True)
         if self.llm.api_key is None and _origin(s.base_url)[1] == "api.openai.com":
-            reason = (f"no API key for {display_url(s.base_url)}: set {OPENAI_API_KEY} or {ENV_API_KEY}, or api_key "
-                      f"in {CONFIG_FILE_NAME}")
+            reason = (
+                f"no API key for {display_url(s.base_url)}: set {OPENAI_API_KEY} or {ENV_API_KEY}, or api_key "
+                f"in {CONFIG_FILE_NAME}"
+            )
             return self._fall_back(prompt, tags, reason, 0, 0)
 
         messages = build_messages(prompt, tags)
@@ -258,8 +279,11 @@ class LLMScorer:
                 if text is not None:
                     messages += [
                         {"role": "assistant", "content": str(text)[:2000]},
-                        {"role": "user", "content": f"That answer was invalid: {error}. Reply again with only the JSON "
-                         f"object, one entry for each of these tags: {json.dumps(tags, ensure_ascii=False)}."},
+                        {
+                            "role": "user",
+                            "content": f"That answer was invalid: {error}. Reply again with only the JSON "
+                            f"object, one entry for each of these tags: {json.dumps(tags, ensure_ascii=False)}.",
+                        },
                     ]
             except _Retryable as error:
                 last_error = str(error)
@@ -267,7 +291,9 @@ class LLMScorer:
                 if self.cache is not None:
                     self.cache.put(key, entries)
                 n = failures + 1
-                status = f"{self.source} at {display_url(s.base_url)}: answered in {n} attempt{'s' if n > 1 else ''}{notes}"
+                status = (
+                    f"{self.source} at {display_url(s.base_url)}: answered in {n} attempt{'s' if n > 1 else ''}{notes}"
+                )
                 return self._answered(prompt, entries, status, attempts=requests)
             failures += 1
             if failures < total:
@@ -281,9 +307,14 @@ class LLMScorer:
         if problems:
             fallback = self.fallback.score(prompt, list(problems))
             by_tag = fallback.by_tag()
-            warnings = [self._redact(f"the LLM's caption for {e.tag!r} ({e.caption[:60]!r}) was not used: {problems[e.tag]}; "
-                                     f"the {fallback.source} scorer's {by_tag[e.tag].caption!r} was used instead")
-                        for e in entries if e.tag in problems]
+            warnings = [
+                self._redact(
+                    f"the LLM's caption for {e.tag!r} ({e.caption[:60]!r}) was not used: {problems[e.tag]}; "
+                    f"the {fallback.source} scorer's {by_tag[e.tag].caption!r} was used instead"
+                )
+                for e in entries
+                if e.tag in problems
+            ]
             entries = [replace(e, caption=by_tag[e.tag].caption) if e.tag in problems else e for e in entries]
             status += f"; {len(problems)} caption(s) replaced by the {fallback.source} scorer's (see warnings)"
         return ScoringResult(entries, self.source, self._redact(status), warnings=warnings, **result)
@@ -293,8 +324,10 @@ class LLMScorer:
         _FALLBACKS[0] += 1
         result = self.fallback.score(prompt, tags)
         tried = f" failed after {failures} attempt{'s' if failures != 1 else ''}" if failures else " was not used"
-        status = (f"{self.source} at {display_url(self.settings.base_url)}{tried} ({reason}); scores and "
-                  f"captions come from the {result.source} scorer{self._notes()}")
+        status = (
+            f"{self.source} at {display_url(self.settings.base_url)}{tried} ({reason}); scores and "
+            f"captions come from the {result.source} scorer{self._notes()}"
+        )
         result.status = self._redact(status)
         result.attempts = requests
         result.details = {**result.details, "llm_error": self._redact(reason)}
@@ -357,7 +390,9 @@ class LLMScorer:
             import openai
 
             key = self.llm.api_key.reveal() if self.llm.api_key is not None else NO_KEY
-            self._client = openai.OpenAI(api_key=key, base_url=self.settings.base_url, timeout=self.settings.timeout, max_retries=0)
+            self._client = openai.OpenAI(
+                api_key=key, base_url=self.settings.base_url, timeout=self.settings.timeout, max_retries=0
+            )
         return self._client
 
     def _request(self, messages, mode: str, tags: list[str], temperature) -> str | None:
@@ -408,7 +443,9 @@ def _cause(error) -> str:
     return f"{type(cause).__name__}: {cause}"[:200] if cause else "connection error"
 
 
-def build_scorer(mode: str = "offline", model: str = "", base_url: str = "", cache: ScoreCache | None = DEFAULT_CACHE, **overrides) -> TagScorer:
+def build_scorer(
+    mode: str = "offline", model: str = "", base_url: str = "", cache: ScoreCache | None = DEFAULT_CACHE, **overrides
+) -> TagScorer:
     """The scorer a node asks for: ``"offline"`` or ``"openai-compatible"`` (configured as above)."""
     if mode == "offline":
         return OfflineScorer()

@@ -23,8 +23,16 @@ GROUNDING_DINO_FILES = {
 BERT_SOURCE = "https://huggingface.co/google-bert/bert-base-uncased (config.json and vocab.txt)"
 SAM_FILES = {
     "vit_b": ("sam_vit_b_01ec64.pth", "375 MB", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"),
-    "vit_l": ("sam_vit_l_0b3195.pth", "1.25 GB", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"),
-    "vit_h": ("sam_vit_h_4b8939.pth", "2.56 GB", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"),
+    "vit_l": (
+        "sam_vit_l_0b3195.pth",
+        "1.25 GB",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    ),
+    "vit_h": (
+        "sam_vit_h_4b8939.pth",
+        "2.56 GB",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    ),
 }
 GROUNDING_DINO_SOURCE = ModelSource(
     "GroundingDINO checkpoint",
@@ -43,9 +51,7 @@ _FAMILIES = (
 
 
 def missing_file_message(what: str, path: str, folder: str, files: str, source: str) -> str:
-    return (
-        f"{what} not found: {path}. Put {files} in ComfyUI's models/{folder} folder. Get it from: {source}"
-    )
+    return f"{what} not found: {path}. Put {files} in ComfyUI's models/{folder} folder. Get it from: {source}"
 
 
 def wrong_checkpoint_message(path: str, keys, expected: ModelSource, files: str) -> str:

@@ -35,7 +35,9 @@ def box_mask(box: Sequence[float], height: int, width: int) -> torch.Tensor:
     return mask
 
 
-def merge_per_tag(detections: Sequence[Detection], masks: torch.Tensor, tags: Sequence[str] | None = None) -> list[GroundedObject]:
+def merge_per_tag(
+    detections: Sequence[Detection], masks: torch.Tensor, tags: Sequence[str] | None = None
+) -> list[GroundedObject]:
     """One :class:`GroundedObject` per phrase: union of masks, union box, max confidence.
 
     ``masks[i]`` belongs to ``detections[i]``; an empty mask falls back to its box. Objects come
@@ -51,7 +53,9 @@ def merge_per_tag(detections: Sequence[Detection], masks: torch.Tensor, tags: Se
             mask = box_mask(detection.box, height, width)
         obj = objects.get(detection.phrase)
         if obj is None:
-            objects[detection.phrase] = GroundedObject(detection.phrase, mask.clone(), tuple(detection.box), detection.confidence)
+            objects[detection.phrase] = GroundedObject(
+                detection.phrase, mask.clone(), tuple(detection.box), detection.confidence
+            )
             continue
         obj.mask = torch.maximum(obj.mask, mask)
         obj.box = (

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compat.torchvision_ops import nms
 from ..checkpoint_file import read_state_dict
+from ..compat.torchvision_ops import nms
 from .grounded_sam_io import (
     BERT_SOURCE,
     GROUNDING_DINO_FILES,
@@ -94,8 +94,20 @@ _ORIGINAL_ARGS = {
 
 # groundingdino's Swin table (backbone/swin_transformer.py), for the two released backbones
 _SWIN = {
-    "swin_T_224_1k": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "window_size": 7, "pretrain_img_size": 224},
-    "swin_B_384_22k": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "window_size": 12, "pretrain_img_size": 384},
+    "swin_T_224_1k": {
+        "embed_dim": 96,
+        "depths": (2, 2, 6, 2),
+        "num_heads": (3, 6, 12, 24),
+        "window_size": 7,
+        "pretrain_img_size": 224,
+    },
+    "swin_B_384_22k": {
+        "embed_dim": 128,
+        "depths": (2, 2, 18, 2),
+        "num_heads": (4, 8, 16, 32),
+        "window_size": 12,
+        "pretrain_img_size": 384,
+    },
 }
 
 
@@ -144,7 +156,9 @@ def register_config(config: GroundingDinoConfig) -> None:
     """
     if config.name in ("auto", "swint_ogc", "swinb"):
         raise ValueError(f"the config name {config.name!r} is reserved")
-    clash = [c.name for c in CONFIGS.values() if c.backbone_embed_dim == config.backbone_embed_dim and c.name != config.name]
+    clash = [
+        c.name for c in CONFIGS.values() if c.backbone_embed_dim == config.backbone_embed_dim and c.name != config.name
+    ]
     if clash:
         raise ValueError(f"config {config.name!r} has the Swin width of {clash[0]!r}: 'auto' could not tell them apart")
     CONFIGS[config.name] = config
@@ -259,7 +273,11 @@ def check_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor], confi
             detected = infer_config(state_dict).name
         except ValueError:
             detected = None
-        hint = f" It is a {detected} checkpoint: choose config '{detected}' (or 'auto')." if detected and detected != config.name else ""
+        hint = (
+            f" It is a {detected} checkpoint: choose config '{detected}' (or 'auto')."
+            if detected and detected != config.name
+            else ""
+        )
         raise ValueError(
             f"the GroundingDINO checkpoint does not match the '{config.name}' config: {len(wrong)} tensors differ "
             f"in shape (e.g. {'; '.join(wrong[:3])}).{hint} The bert-base-uncased folder must be the "
@@ -272,7 +290,9 @@ def _read_bert_folder(bert_dir: str):
 
     if not os.path.isdir(bert_dir):
         raise FileNotFoundError(
-            missing_file_message("bert-base-uncased folder", bert_dir, "bert-base-uncased", "config.json and vocab.txt", BERT_SOURCE)
+            missing_file_message(
+                "bert-base-uncased folder", bert_dir, "bert-base-uncased", "config.json and vocab.txt", BERT_SOURCE
+            )
         )
     missing = [f for f in ("config.json", "vocab.txt") if not os.path.isfile(os.path.join(bert_dir, f))]
     if missing:
@@ -282,7 +302,9 @@ def _read_bert_folder(bert_dir: str):
         )
     bert_config = BertConfig.from_pretrained(bert_dir, local_files_only=True)
     if bert_config.model_type != "bert":
-        raise ValueError(f"{bert_dir}/config.json is a '{bert_config.model_type}' config; GroundingDINO needs bert-base-uncased's")
+        raise ValueError(
+            f"{bert_dir}/config.json is a '{bert_config.model_type}' config; GroundingDINO needs bert-base-uncased's"
+        )
     tokenizer = BertTokenizerFast.from_pretrained(bert_dir, local_files_only=True)
     return tokenizer, bert_config
 
@@ -336,7 +358,9 @@ def load_grounding_dino(
         elif config in CONFIGS:
             config = CONFIGS[config]
         else:
-            raise ValueError(f"unknown GroundingDINO config {config!r}: use 'auto', {', '.join(repr(c) for c in CONFIGS)}")
+            raise ValueError(
+                f"unknown GroundingDINO config {config!r}: use 'auto', {', '.join(repr(c) for c in CONFIGS)}"
+            )
     with torch.device("meta"):
         check_shapes(build_model(config, tokenizer, bert_config), state, config)
 
@@ -354,7 +378,9 @@ def load_grounding_dino(
     if missing_bert:
         _fill_bert_from_folder(model, bert_dir, missing_bert)
     if unexpected:
-        log.warning("GroundingDINO: %d checkpoint tensors not used (e.g. %s)", len(unexpected), ", ".join(unexpected[:3]))
+        log.warning(
+            "GroundingDINO: %d checkpoint tensors not used (e.g. %s)", len(unexpected), ", ".join(unexpected[:3])
+        )
     del state
     model.requires_grad_(False)
     detector = GroundingDinoDetector(model, tokenizer, config, image_size=image_size)
@@ -500,7 +526,9 @@ def resized_size(height: int, width: int, size: int, max_size: int | None) -> tu
 class GroundingDinoDetector(nn.Module):
     """A loaded GroundingDINO with its tokenizer; an ``nn.Module`` so ComfyUI can offload it."""
 
-    def __init__(self, model: nn.Module, tokenizer, config: GroundingDinoConfig, image_size: int = 800, max_size: int = 1333):
+    def __init__(
+        self, model: nn.Module, tokenizer, config: GroundingDinoConfig, image_size: int = 800, max_size: int = 1333
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -546,5 +574,7 @@ class GroundingDinoDetector(nn.Module):
         found: list[Detection] = []
         for chunk in chunks:
             probs, boxes = self.run(pixels, chunk.caption)
-            found.extend(select_detections(probs, boxes, chunk.spans, phrases, width, height, box_threshold, text_threshold))
+            found.extend(
+                select_detections(probs, boxes, chunk.spans, phrases, width, height, box_threshold, text_threshold)
+            )
         return nms_per_phrase(found, nms_threshold)

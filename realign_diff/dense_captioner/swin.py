@@ -67,7 +67,9 @@ def _on_device(make, *args_and_device):
 
 @lru_cache(maxsize=16)
 def _relative_position_index(window: int) -> torch.Tensor:
-    coords = torch.stack(torch.meshgrid(torch.arange(window, device="cpu"), torch.arange(window, device="cpu"), indexing="ij")).flatten(1)
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window, device="cpu"), torch.arange(window, device="cpu"), indexing="ij")
+    ).flatten(1)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]  # [w², w²]
 
@@ -186,8 +188,12 @@ class BasicLayer(nn.Module):
         resolution = config.stage_resolution(stage)
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
-                dim, resolution, config.num_heads[stage], config.stage_window(stage),
-                config.block_shift(stage, i), config.mlp_ratio,
+                dim,
+                resolution,
+                config.num_heads[stage],
+                config.stage_window(stage),
+                config.block_shift(stage, i),
+                config.mlp_ratio,
             )
             for i in range(config.depths[stage])
         )

@@ -13,8 +13,25 @@ MAX_CAPTION_CHARS = 200
 # point at any endpoint, and its answers must not write the prompt)
 MAX_CAPTION_WORDS = 12
 _PHRASE_PUNCTUATION = frozenset(" ,'’&-")
-_INSTRUCTION_WORDS = frozenset({"ignore", "disregard", "forget", "instruction", "instructions", "prompt", "system",
-                                "assistant", "override", "jailbreak", "you", "please", "must", "reply", "respond"})
+_INSTRUCTION_WORDS = frozenset(
+    {
+        "ignore",
+        "disregard",
+        "forget",
+        "instruction",
+        "instructions",
+        "prompt",
+        "system",
+        "assistant",
+        "override",
+        "jailbreak",
+        "you",
+        "please",
+        "must",
+        "reply",
+        "respond",
+    }
+)
 
 # ---------------------------------------------------------------- the one prompt
 SYSTEM_PROMPT = """\
@@ -71,7 +88,10 @@ def response_schema(tags: list[str]) -> dict:
 
 def _response_format(mode: str, tags: list[str]) -> dict | None:
     if mode == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "tag_scores", "strict": True, "schema": response_schema(tags)}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "tag_scores", "strict": True, "schema": response_schema(tags)},
+        }
     if mode == "json_object":
         return {"type": "json_object"}
     return None

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compat.torchvision_ops import ensure_torchvision_importable
 from ..checkpoint_file import read_state_dict
+from ..compat.torchvision_ops import ensure_torchvision_importable
 from .grounded_sam_io import SAM_FILES, SAM_SOURCE, missing_file_message, wrong_checkpoint_message
 
 
@@ -163,7 +163,9 @@ def load_sam(
     if not os.path.isfile(checkpoint_path):
         files = ", ".join(f for f, _, _ in SAM_FILES.values())
         raise FileNotFoundError(
-            missing_file_message(SAM_SOURCE.what, checkpoint_path, SAM_SOURCE.folder, f"one of {files}", SAM_SOURCE.source)
+            missing_file_message(
+                SAM_SOURCE.what, checkpoint_path, SAM_SOURCE.folder, f"one of {files}", SAM_SOURCE.source
+            )
         )
     if model_type not in ("auto", *SAM_CONFIGS):
         raise ValueError(f"unknown SAM model type {model_type!r}: use 'auto', 'vit_b', 'vit_l' or 'vit_h'")
@@ -242,7 +244,8 @@ class SamSegmenter(nn.Module):
             return out
         device = embedding.device
         scale = torch.tensor(
-            [input_size[1] / width, input_size[0] / height, input_size[1] / width, input_size[0] / height], device=device
+            [input_size[1] / width, input_size[0] / height, input_size[1] / width, input_size[0] / height],
+            device=device,
         )
         prompts = boxes.to(device=device, dtype=torch.float32) * scale
         dense_pe = self.sam.prompt_encoder.get_dense_pe()

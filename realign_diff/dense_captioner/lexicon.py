@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 # ---------------------------------------------------------------- word forms
+# fmt: off
 IRREGULAR_PLURALS = {  # plural -> singular
     "men": "man", "women": "woman", "children": "child", "people": "person", "persons": "person",
     "mice": "mouse", "geese": "goose", "feet": "foot", "teeth": "tooth", "oxen": "ox",
@@ -32,6 +33,7 @@ IRREGULAR_PLURALS = {  # plural -> singular
 SAME_PLURAL = {"sheep", "fish", "deer", "moose", "aircraft", "series", "species", "pants", "jeans", "shorts",
                "scissors", "trousers", "news"}
 INVARIANT = SAME_PLURAL | {"grass", "bus", "glass", "dress", "canvas"}  # never stripped of their final "s"
+# fmt: on
 _IRREGULAR_OF: dict[str, set[str]] = {}
 for _plural, _singular in IRREGULAR_PLURALS.items():
     _IRREGULAR_OF.setdefault(_singular, set()).add(_plural)
@@ -88,6 +90,7 @@ def _lemma_candidates(word: str) -> frozenset[str]:
 
 
 # ---------------------------------------------------------------- synonyms and kinds
+# fmt: off
 SYNONYMS: list[set[str]] = [
     {"sofa", "couch"},
     {"tv", "television", "tv set"},
@@ -280,6 +283,7 @@ META_WORDS = {"photo", "photograph", "picture", "image", "painting", "illustrati
 COLORS = {"red", "orange", "yellow", "green", "blue", "purple", "violet", "pink", "brown", "black", "white",
           "gray", "grey", "gold", "golden", "silver", "beige", "cyan", "magenta", "turquoise", "teal",
           "maroon", "navy", "crimson", "scarlet", "dark", "bright", "pale"}
+# fmt: on
 
 
 def all_nouns() -> frozenset[str]:

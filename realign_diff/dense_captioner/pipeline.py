@@ -15,7 +15,7 @@
 No detection is a normal result: an empty guidance; an empty prompt is an error (the second pass would be
 sampled from it). Cancel: ``check_cancel()`` (ComfyUI's interrupt check, from the node) is called before
 every layer of the three models, between the stages, and while an LLM is waited on. Everything here is
-plain torch; the models come in as objects with the interfaces below (``realign_diff.captioner.ram`` and
+plain torch; the models come in as objects with the interfaces below (``realign_diff.dense_captioner.ram`` and
 ``.grounded_sam``).
 """
 
@@ -160,8 +160,10 @@ def caption_images(
     with cancel_checks((tagger, detector, segmenter), check):
         tag_lists = _tag(tagger, images, settings)
         step(1)
-        return [_caption_one(images[i], prompt, tag_lists[i], scorer, detector, segmenter, settings, step, check)
-                for i in range(images.shape[0])]
+        return [
+            _caption_one(images[i], prompt, tag_lists[i], scorer, detector, segmenter, settings, step, check)
+            for i in range(images.shape[0])
+        ]
 
 
 def _tag(tagger, images: torch.Tensor, settings: CaptionerSettings) -> list:
@@ -238,11 +240,15 @@ def _guided_objects(candidates: list[Candidate], grounded, height: int, width: i
             continue
         mask = torch.as_tensor(g.mask).float()
         if tuple(mask.shape) != (height, width):
-            raise RuntimeError(f"Grounded-SAM returned a {tuple(mask.shape)} mask for {c.tag!r} on a {height}x{width} image")
+            raise RuntimeError(
+                f"Grounded-SAM returned a {tuple(mask.shape)} mask for {c.tag!r} on a {height}x{width} image"
+            )
         c.found = True
         box = tuple(float(v) for v in g.box) if g.box is not None else None
         confidence = None if g.confidence is None else float(g.confidence)
-        objects.append(GuidedObject(tag=c.tag, score=c.score, caption=c.caption, mask=mask, box=box, confidence=confidence))
+        objects.append(
+            GuidedObject(tag=c.tag, score=c.score, caption=c.caption, mask=mask, box=box, confidence=confidence)
+        )
     return objects
 
 
@@ -262,5 +268,6 @@ def guidance_json(results: list[CaptionedImage], indent: int | None = 2) -> str:
     import json
 
     warnings = list(dict.fromkeys(w for r in results for w in r.scoring.warnings))  # a batch repeats them
-    return json.dumps({"format": "realign-guidance/1", "warnings": warnings, "images": [r.to_dict() for r in results]},
-                      indent=indent)
+    return json.dumps(
+        {"format": "realign-guidance/1", "warnings": warnings, "images": [r.to_dict() for r in results]}, indent=indent
+    )

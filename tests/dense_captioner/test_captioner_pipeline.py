@@ -8,10 +8,16 @@ import json
 import pytest
 import torch
 
-from realign_diff.captioner.llm import LLMScorer, ScoreCache, resolve_llm
-from realign_diff.captioner.offline_scorer import OfflineScorer
-from realign_diff.captioner.pipeline import CaptionerSettings, caption_images, guidance_json, masks_batch, progress_steps
-from realign_diff.captioner.scoring import ScoringResult, TagScore
+from realign_diff.dense_captioner.llm import LLMScorer, ScoreCache, resolve_llm
+from realign_diff.dense_captioner.offline_scorer import OfflineScorer
+from realign_diff.dense_captioner.pipeline import (
+    CaptionerSettings,
+    caption_images,
+    guidance_json,
+    masks_batch,
+    progress_steps,
+)
+from realign_diff.dense_captioner.scoring import ScoringResult, TagScore
 from realign_diff.guidance import RealignGuidance
 from realign_testkit.captioner_models import tiny_captioner_models
 from realign_testkit.llm_stub import Reply, StubLLMServer, answer
@@ -36,8 +42,16 @@ class NothingBelongs:
 
 def run(models, images, scorer=None, settings=FOUND_EVERYTHING, prompt=PROMPT, on_step=None):
     tagger, detector, segmenter = models
-    return caption_images(images, prompt, tagger=tagger, scorer=scorer or OfflineScorer(), detector=detector,
-                          segmenter=segmenter, settings=settings, on_step=on_step)
+    return caption_images(
+        images,
+        prompt,
+        tagger=tagger,
+        scorer=scorer or OfflineScorer(),
+        detector=detector,
+        segmenter=segmenter,
+        settings=settings,
+        on_step=on_step,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +71,18 @@ def test_batch_gives_one_well_formed_guidance_per_image(found):
         assert (guidance.prompt, guidance.width, guidance.height, guidance.source) == (PROMPT, 112, 72, "offline")
         candidates = {c.tag: c for c in result.candidates}
         assert sorted((c.tag, c.origin) for c in result.candidates) == [
-            ("banana", "tagger"), ("book", "tagger"), ("desk", "tagger"), ("pen", "prompt")]
+            ("banana", "tagger"),
+            ("book", "tagger"),
+            ("desk", "tagger"),
+            ("pen", "prompt"),
+        ]
         assert result.candidates[-1].tag == "pen"  # the tagger's tags first, best first
         assert (candidates["book"].score, candidates["book"].caption) == (2.0, "a red book")
         assert (candidates["pen"].score, candidates["pen"].caption) == (2.0, "a yellow pen")
         assert candidates["desk"].score == 0.5 and candidates["banana"].score == 0.0
-        assert [c.tag for c in result.candidates if c.grounded] == [c.tag for c in result.candidates if c.tag != "banana"]
+        assert [c.tag for c in result.candidates if c.grounded] == [
+            c.tag for c in result.candidates if c.tag != "banana"
+        ]
         assert candidates["book"].tagger_score > 0 and candidates["pen"].tagger_score is None
         # thresholds at 0: GroundingDINO keeps its boxes, so the grounded tags are found
         assert guidance.objects and len(guidance.objects) == sum(c.found for c in result.candidates)
@@ -124,18 +144,26 @@ def test_progress_units_and_cancel(models, found):
 
 def test_llm_scores_flow_into_the_guidance_and_the_key_stays_out(models, monkeypatch):
     secret = "sk-test-PIPELINESECRET42"
-    reply = answer([("book", 2, "a crimson book"), ("desk", 0, "a desk"), ("banana", 0, "a banana"),
-                    ("pen", 0.5, "a yellow pen")])
+    reply = answer(
+        [("book", 2, "a crimson book"), ("desk", 0, "a desk"), ("banana", 0, "a banana"), ("pen", 0.5, "a yellow pen")]
+    )
     with StubLLMServer() as server:
         server.default = Reply(content=reply)
-        resolved = resolve_llm("stub-model", "", environ={"REALIGN_DIFF_LLM_BASE_URL": server.url, "REALIGN_DIFF_LLM_API_KEY": secret},
-                               config_paths=[], timeout=5)
+        resolved = resolve_llm(
+            "stub-model",
+            "",
+            environ={"REALIGN_DIFF_LLM_BASE_URL": server.url, "REALIGN_DIFF_LLM_API_KEY": secret},
+            config_paths=[],
+            timeout=5,
+        )
         scorer = LLMScorer(resolved, cache=ScoreCache())
         results = run(models, synthetic_image(40, 56), scorer=scorer)
     (result,) = results
     assert result.guidance.source == "llm:stub-model" and result.scoring.status.endswith("answered in 1 attempt")
     assert {o.tag: (o.score, o.caption) for o in result.guidance.objects}.items() <= {
-        "book": (2.0, "a crimson book"), "pen": (0.5, "a yellow pen")}.items()
+        "book": (2.0, "a crimson book"),
+        "pen": (0.5, "a yellow pen"),
+    }.items()
     assert [c.grounded for c in result.candidates] == [True, False, False, True]
     text = guidance_json(results) + repr(result) + result.guidance.to_json()
     assert secret not in text and "PIPELINESECRET" not in text

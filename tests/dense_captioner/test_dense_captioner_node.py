@@ -20,7 +20,10 @@ def test_every_input_has_a_tooltip_and_no_input_takes_a_key(pack):
         assert not any(word in name.lower() for word in ("key", "token", "secret", "password")), name
     assert inputs["scorer"][0] == ["offline", "openai-compatible"] and inputs["scorer"][1]["default"] == "offline"
     assert (inputs["ram"][0], inputs["grounding_dino"][0], inputs["sam"][0]) == (
-        "REALIGN_RAM", "REALIGN_GROUNDING_DINO", "REALIGN_SAM")
+        "REALIGN_RAM",
+        "REALIGN_GROUNDING_DINO",
+        "REALIGN_SAM",
+    )
     node = LocalDenseCaptioner
     assert node.RETURN_TYPES == ("REALIGN_GUIDANCE", "MASK", "IMAGE", "STRING")
     assert len(node.RETURN_NAMES) == len(node.OUTPUT_TOOLTIPS) == 4

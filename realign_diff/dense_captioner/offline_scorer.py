@@ -287,7 +287,6 @@ def default_caption(tag: str) -> str:
     return f"{article} {name}"
 
 
-
 # ---------------------------------------------------------------- scorer
 class OfflineScorer:
     """Scores tags against a prompt with the rules above. Deterministic, instant, no network."""
@@ -316,7 +315,11 @@ class OfflineScorer:
             return UNLIKELY, default_caption(tag), "a colour: an attribute, not an object"
         heads, modifiers = analysis.find(tag)
         if heads:
-            how = "named in the prompt" if any(concept_keys(m.text) & keys for m in heads) else "a kind named in the prompt"
+            how = (
+                "named in the prompt"
+                if any(concept_keys(m.text) & keys for m in heads)
+                else "a kind named in the prompt"
+            )
             return CERTAIN, analysis.caption_of(heads), how
         if (keys | ancestors(keys)) & analysis.related_keys:
             scenes = [n for n in analysis.contexts if (keys | ancestors(keys)) & _CONTEXT_KEYS[n][1]]

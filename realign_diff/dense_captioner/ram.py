@@ -46,7 +46,9 @@ THRESHOLDS_URL = "https://github.com/xinyu1205/recognize-anything/raw/main/ram/d
 RAM_URL = "https://huggingface.co/xinyu1205/recognize_anything_model/blob/main/ram_swin_large_14m.pth"
 RAM_PLUS_URL = "https://huggingface.co/xinyu1205/recognize-anything-plus-model/blob/main/ram_plus_swin_large_14m.pth"
 RAM_FILES = "ram_plus_swin_large_14m.pth (RAM++) or ram_swin_large_14m.pth (RAM)"
-RAM_SOURCE = checkpoint_file.ModelSource("RAM / RAM++ checkpoint", MODEL_FOLDER, f"{RAM_PLUS_URL} (RAM++) or {RAM_URL} (RAM)")
+RAM_SOURCE = checkpoint_file.ModelSource(
+    "RAM / RAM++ checkpoint", MODEL_FOLDER, f"{RAM_PLUS_URL} (RAM++) or {RAM_URL} (RAM)"
+)
 
 DEFAULT_THRESHOLD = 0.68  # the official RAM / RAM++ default class threshold (before the per-class file)
 REWEIGHT_SCALE_INIT = math.log(1 / 0.07)  # RAM++ reweight_scale as the official model initializes it
@@ -55,7 +57,13 @@ DESCRIPTIONS_PER_CLASS = 51  # RAM++ tag descriptions per class in the official 
 HEAD_NUM_HEADS = 4  # q2l_config.json; not recoverable from weights
 
 VARIANTS = ("ram", "ram_plus")
-_VARIANT_ALIASES = {"ram": "ram", "ram_plus": "ram_plus", "ram++": "ram_plus", "ramplus": "ram_plus", "ram-plus": "ram_plus"}
+_VARIANT_ALIASES = {
+    "ram": "ram",
+    "ram_plus": "ram_plus",
+    "ram++": "ram_plus",
+    "ramplus": "ram_plus",
+    "ram-plus": "ram_plus",
+}
 
 # Keys of the official checkpoints that the tagging path does not use, and why.
 IGNORED_KEYS: tuple[tuple[str, str], ...] = (
@@ -97,8 +105,12 @@ class RamConfig:
     def official(cls, variant: str = "ram", backbone: str = "swin_l", image_size: int = 384) -> RamConfig:
         """The released architecture (Swin-L at 384 for both checkpoints; Swin-B and 224 as in the official configs)."""
         variant = normalize_variant(variant)
-        swin = {("swin_l", 384): SWIN_L_384, ("swin_l", 224): SWIN_L_224,
-                ("swin_b", 384): SWIN_B_384, ("swin_b", 224): SWIN_B_224}[(backbone, image_size)]
+        swin = {
+            ("swin_l", 384): SWIN_L_384,
+            ("swin_l", 224): SWIN_L_224,
+            ("swin_b", 384): SWIN_B_384,
+            ("swin_b", 224): SWIN_B_224,
+        }[(backbone, image_size)]
         per_class = DESCRIPTIONS_PER_CLASS if variant == "ram_plus" else 1
         return cls(variant, NUM_CLASSES, per_class, swin, TaggingHeadConfig())
 
@@ -125,7 +137,9 @@ class RamTagger(nn.Module):
         head = config.head
         self.visual_encoder = SwinTransformer(config.swin)
         self.image_proj = nn.Linear(config.swin.num_features, head.encoder_width)
-        self.label_embed = nn.Parameter(torch.zeros(config.num_classes * config.descriptions_per_class, head.encoder_width))
+        self.label_embed = nn.Parameter(
+            torch.zeros(config.num_classes * config.descriptions_per_class, head.encoder_width)
+        )
         if head.hidden_size != head.encoder_width:
             self.wordvec_proj = nn.Linear(head.encoder_width, head.hidden_size)
         else:
@@ -174,9 +188,13 @@ class RamTagger(nn.Module):
         """[B, K, hidden] label queries for the tagging head."""
         batch = image_tokens.shape[0]
         if self.config.variant == "ram_plus":
-            labels = reweight_label_embeddings(self.label_embed, image_tokens[:, 0], self.reweight_scale, self.config.num_classes)
+            labels = reweight_label_embeddings(
+                self.label_embed, image_tokens[:, 0], self.reweight_scale, self.config.num_classes
+            )
             return F.relu(self.wordvec_proj(labels))
-        return F.relu(self.wordvec_proj(self.label_embed)).unsqueeze(0).expand(batch, -1, -1)  # the same for every image
+        return (
+            F.relu(self.wordvec_proj(self.label_embed)).unsqueeze(0).expand(batch, -1, -1)
+        )  # the same for every image
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalized pixels [B, 3, S, S] -> tag logits [B, K]."""
@@ -204,7 +222,9 @@ class RamTagger(nn.Module):
             except KeyError:
                 unknown.append(name)
         if unknown:
-            raise ValueError(f"{what}: {', '.join(map(repr, unknown))} not in the RAM tag list ({len(self.tag_names)} tags)")
+            raise ValueError(
+                f"{what}: {', '.join(map(repr, unknown))} not in the RAM tag list ({len(self.tag_names)} tags)"
+            )
         return indices
 
     def thresholds(
@@ -292,7 +312,9 @@ def read_thresholds(path: str, count: int | None = None) -> torch.Tensor:
             try:
                 values.append(float(line))
             except ValueError:
-                raise ValueError(f"RAM thresholds file {path}, line {number}: {line.strip()!r} is not a number") from None
+                raise ValueError(
+                    f"RAM thresholds file {path}, line {number}: {line.strip()!r} is not a number"
+                ) from None
     if count is not None and len(values) != count:
         raise ValueError(f"RAM thresholds file {path} has {len(values)} values for {count} tags (one per tag expected)")
     return torch.tensor(values, dtype=torch.float32)
@@ -326,7 +348,7 @@ def normalize_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     out = {}
     for key, value in state.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         out[key.replace("vision_multi", "tagging_head")] = value
     return out
 
@@ -351,7 +373,9 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], num_classes: int, 
     embeddings (tag descriptions) per class."""
     if "label_embed" not in state:
         if "label_embed.weight" in state:
-            raise ValueError("this is a Tag2Text checkpoint (label_embed.weight); a RAM or RAM++ checkpoint is expected")
+            raise ValueError(
+                "this is a Tag2Text checkpoint (label_embed.weight); a RAM or RAM++ checkpoint is expected"
+            )
         raise ValueError("not a RAM / RAM++ checkpoint: no 'label_embed' in its state dict")
     try:
         patch = state["visual_encoder.patch_embed.proj.weight"]
@@ -439,7 +463,11 @@ def load_ram(
     else:
         log.warning(
             "[RealignDiff] no %s beside %s: every RAM tag uses the official default threshold %.2f. Get the per-tag "
-            "thresholds from %s", THRESHOLDS_FILE, checkpoint_path, DEFAULT_THRESHOLD, THRESHOLDS_URL,
+            "thresholds from %s",
+            THRESHOLDS_FILE,
+            checkpoint_path,
+            DEFAULT_THRESHOLD,
+            THRESHOLDS_URL,
         )
         thresholds = None
 
@@ -494,4 +522,3 @@ def _match_keys(tagger: RamTagger, state: Mapping[str, torch.Tensor], config: Ra
             f"the RAM checkpoint lacks {len(missing)} weights of the {config.variant} tagging network, e.g. {missing[:8]}"
         )
     return report
-

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
 CONFIG_FILE_NAME = "realign_diff_llm.json"
@@ -21,6 +19,7 @@ OPENAI_API_KEY = "OPENAI_API_KEY"
 OPENAI_BASE_URL = "OPENAI_BASE_URL"
 PACK_ROOT = Path(__file__).resolve().parents[2]
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "none")
+
 
 # ---------------------------------------------------------------- configuration
 class ApiKey:
@@ -121,10 +120,13 @@ def resolve_llm(model: str = "", base_url: str = "", *, environ=None, config_pat
                 return value.strip()
         return None
 
-    configured_url = pick(environ.get(ENV_BASE_URL), environ.get(OPENAI_BASE_URL), data.get("base_url")) or DEFAULT_BASE_URL
+    configured_url = (
+        pick(environ.get(ENV_BASE_URL), environ.get(OPENAI_BASE_URL), data.get("base_url")) or DEFAULT_BASE_URL
+    )
     # OPENAI_API_KEY belongs to OpenAI: it goes to api.openai.com, or to a URL paired with it in OPENAI_BASE_URL
     openai_key_allowed = _origin(configured_url)[1] == _origin(DEFAULT_BASE_URL)[1] or (
-        not pick(environ.get(ENV_BASE_URL)) and configured_url == pick(environ.get(OPENAI_BASE_URL)))
+        not pick(environ.get(ENV_BASE_URL)) and configured_url == pick(environ.get(OPENAI_BASE_URL))
+    )
     url = pick(base_url) or configured_url
     values = {
         "base_url": url.rstrip("/"),
@@ -145,7 +147,9 @@ def resolve_llm(model: str = "", base_url: str = "", *, environ=None, config_pat
     settings = LLMSettings(**values)
     if settings.timeout <= 0 or settings.retries < 0 or settings.backoff < 0:
         notes.append("timeout must be > 0, retries and backoff >= 0; the defaults were used")
-        settings = replace(settings, timeout=LLMSettings.timeout, retries=LLMSettings.retries, backoff=LLMSettings.backoff)
+        settings = replace(
+            settings, timeout=LLMSettings.timeout, retries=LLMSettings.retries, backoff=LLMSettings.backoff
+        )
 
     key, key_source = None, "none"
     candidates = [(ENV_API_KEY, environ.get(ENV_API_KEY)), ("config file", data.get("api_key"))]

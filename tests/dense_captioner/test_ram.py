@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from realign_diff.captioner.ram import (
+from realign_diff.dense_captioner.ram import (
     DEFAULT_THRESHOLD,
     REWEIGHT_SCALE_INIT,
     TAG_LIST_URL,
@@ -29,12 +29,64 @@ VARIANTS = ("ram", "ram_plus")
 # and the preprocessed ``synthetic_image(batch=2)``.
 OFFICIAL_LOGITS = {
     "ram": [
-        [1.447641, -0.733379, -3.040119, -0.103524, 0.092044, 1.564091, 0.391937, -0.043104, 0.806159, -0.081109, -0.581294, -1.849637],
-        [1.857800, -0.059980, -2.372975, 0.866147, 1.161905, 1.923410, 0.575464, 1.145327, 1.323633, 0.540686, -0.248861, -0.917860],
+        [
+            1.447641,
+            -0.733379,
+            -3.040119,
+            -0.103524,
+            0.092044,
+            1.564091,
+            0.391937,
+            -0.043104,
+            0.806159,
+            -0.081109,
+            -0.581294,
+            -1.849637,
+        ],
+        [
+            1.857800,
+            -0.059980,
+            -2.372975,
+            0.866147,
+            1.161905,
+            1.923410,
+            0.575464,
+            1.145327,
+            1.323633,
+            0.540686,
+            -0.248861,
+            -0.917860,
+        ],
     ],
     "ram_plus": [
-        [-2.919589, -0.148434, 0.008270, -1.832425, -0.852413, -1.534525, -1.379982, -0.809597, 0.454562, 0.849163, -1.269879, -1.353499],
-        [-2.258160, 1.032632, 0.874821, -0.908559, -0.246424, -0.377619, -0.234635, 0.070491, 0.862483, 1.083161, -0.263585, -0.466713],
+        [
+            -2.919589,
+            -0.148434,
+            0.008270,
+            -1.832425,
+            -0.852413,
+            -1.534525,
+            -1.379982,
+            -0.809597,
+            0.454562,
+            0.849163,
+            -1.269879,
+            -1.353499,
+        ],
+        [
+            -2.258160,
+            1.032632,
+            0.874821,
+            -0.908559,
+            -0.246424,
+            -0.377619,
+            -0.234635,
+            0.070491,
+            0.862483,
+            1.083161,
+            -0.263585,
+            -0.466713,
+        ],
     ],
 }
 OFFICIAL_TAGS = {  # the same run's tag strings (tags in tag-list order, thresholds 0.65)
@@ -135,7 +187,9 @@ def test_ram_plus_without_training_keys_or_reweight_scale_is_still_detected(tmp_
 
 
 def test_tag2text_and_foreign_checkpoints_are_refused(tmp_path):
-    path = write_tiny_ram(tmp_path, "ram", drop_keys=["label_embed"], extra_keys={"label_embed.weight": torch.zeros(12, 32)})
+    path = write_tiny_ram(
+        tmp_path, "ram", drop_keys=["label_embed"], extra_keys={"label_embed.weight": torch.zeros(12, 32)}
+    )
     with pytest.raises(ValueError, match="Tag2Text"):
         load_ram(path)
     path = write_tiny_ram(tmp_path, "ram", file_name="broken", drop_keys=["visual_encoder.patch_embed.proj.weight"])
@@ -279,8 +333,20 @@ def test_preprocess_resizes_and_normalizes_like_the_official_transform(taggers):
 
 
 # ---- the real architecture, on the meta device --------------------------------------------------------
-def official_state_shapes(variant, embed=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window=12, image=384,
-                          classes=4585, descriptions=51, width=512, hidden=768, inter=3072, layers=2):
+def official_state_shapes(
+    variant,
+    embed=192,
+    depths=(2, 2, 18, 2),
+    heads=(6, 12, 24, 48),
+    window=12,
+    image=384,
+    classes=4585,
+    descriptions=51,
+    width=512,
+    hidden=768,
+    inter=3072,
+    layers=2,
+):
     """(parameters, buffers): names and shapes of the official RAM / RAM++ state dict's tagging path, written from
     the official definitions (recognize-anything 7cb804a): swin_transformer.py (PatchEmbed with norm, BasicLayer of
     SwinTransformerBlock: norm1, WindowAttention with relative_position_bias_table/qkv/proj, norm2, Mlp fc1/fc2;
@@ -298,7 +364,10 @@ def official_state_shapes(variant, embed=192, depths=(2, 2, 18, 2), heads=(6, 12
     def norm(name, dim):
         params[name + ".weight"] = params[name + ".bias"] = (dim,)
 
-    params["visual_encoder.patch_embed.proj.weight"], params["visual_encoder.patch_embed.proj.bias"] = (embed, 3, 4, 4), (embed,)
+    params["visual_encoder.patch_embed.proj.weight"], params["visual_encoder.patch_embed.proj.bias"] = (
+        (embed, 3, 4, 4),
+        (embed,),
+    )
     norm("visual_encoder.patch_embed.norm", embed)
     res = image // 4
     for i, (depth, h) in enumerate(zip(depths, heads)):
@@ -347,7 +416,9 @@ REAL = [  # (variant, backbone, size, official kwargs, parameters of the tagging
 ]
 
 
-@pytest.mark.parametrize("variant, backbone, size, kwargs, count", REAL, ids=["ram-swinL384", "ramplus-swinL384", "ram-swinB224"])
+@pytest.mark.parametrize(
+    "variant, backbone, size, kwargs, count", REAL, ids=["ram-swinL384", "ramplus-swinL384", "ram-swinB224"]
+)
 def test_real_architecture_has_exactly_the_official_keys_and_shapes(variant, backbone, size, kwargs, count):
     params, buffers = official_state_shapes(variant, **kwargs)
     config = RamConfig.official(variant, backbone, size)

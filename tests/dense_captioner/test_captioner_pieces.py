@@ -6,15 +6,15 @@ import json
 
 import torch
 
-from realign_diff.captioner.pipeline import (
+from realign_diff.dense_captioner.pipeline import (
     CaptionedImage,
     CaptionerSettings,
     candidates_for,
     guidance_json,
     masks_batch,
 )
-from realign_diff.captioner.preview import draw_guidance, label_of
-from realign_diff.captioner.scoring import ScoringResult, TagScore
+from realign_diff.dense_captioner.preview import draw_guidance, label_of
+from realign_diff.dense_captioner.scoring import ScoringResult, TagScore
 from realign_diff.guidance import GuidedObject, RealignGuidance
 
 
@@ -22,7 +22,10 @@ def test_candidates_are_tagger_tags_plus_prompt_objects_the_tagger_missed():
     tags = [("Book", 0.9), ("desk", 0.8), ("book", 0.7), ("wall", 0.6)]
     got = candidates_for("a red book and a yellow pen", tags, CaptionerSettings(exclude_tags=("wall",)))
     assert [(c.tag, c.origin, c.tagger_score) for c in got] == [
-        ("Book", "tagger", 0.9), ("desk", "tagger", 0.8), ("pen", "prompt", None)]
+        ("Book", "tagger", 0.9),
+        ("desk", "tagger", 0.8),
+        ("pen", "prompt", None),
+    ]
     # a prompt object the tagger named by a synonym is not added again; one named by its kind is
     got = candidates_for("a puppy on a couch", [("dog", 0.9), ("sofa", 0.8)], CaptionerSettings())
     assert [c.tag for c in got] == ["dog", "sofa", "puppy"]
@@ -48,8 +51,14 @@ def test_masks_batch_and_json():
     data = json.loads(guidance_json(results))
     assert data["format"] == "realign-guidance/1" and len(data["images"]) == 3
     first = data["images"][0]
-    assert first["objects"][0] == {"tag": "book", "score": 2.0, "caption": "a red book", "box": [2.0, 1.0, 5.0, 3.0],
-                                   "confidence": 0.8, "mask_area": 0.125}
+    assert first["objects"][0] == {
+        "tag": "book",
+        "score": 2.0,
+        "caption": "a red book",
+        "box": [2.0, 1.0, 5.0, 3.0],
+        "confidence": 0.8,
+        "mask_area": 0.125,
+    }
     assert first["source"] == "offline" and first["scoring"]["status"] == "offline scorer"
     assert data["images"][1]["objects"] == []
 

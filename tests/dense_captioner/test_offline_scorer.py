@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realign_diff.captioner.offline_scorer import (
+from realign_diff.dense_captioner.offline_scorer import (
     OFFLINE_STATUS,
     OfflineScorer,
     clean_prompt,
@@ -98,7 +98,9 @@ def test_determinism_and_duplicate_tags():
 def test_prompt_objects():
     assert prompt_objects("a red book and a yellow pen") == [("book", "a red book"), ("pen", "a yellow pen")]
     assert prompt_objects("A photo of a cat sitting next to a traffic light, 4k, highly detailed") == [
-        ("cat", "a cat"), ("traffic light", "a traffic light")]
+        ("cat", "a cat"),
+        ("traffic light", "a traffic light"),
+    ]
     # unknown nouns after a determiner count; places and picture words do not
     assert prompt_objects("an oil painting of a zebra in a kitchen") == [("zebra", "a zebra")]
     assert prompt_objects("two dogs playing in the snow") == [("dog", "two dogs"), ("snow", "the snow")]
@@ -107,5 +109,10 @@ def test_prompt_objects():
 def test_word_rules():
     assert same_object("glasses", "glass") and same_object("people", "person") and same_object("Couch", "sofa")
     assert not same_object("cat", "dog") and not same_object("bus", "bu")
-    assert clean_prompt("(red book:1.2), [pen] embedding:foo") .split() == ["red", "book", ",", "pen"]
-    assert [default_caption(t) for t in ("desk", "apple", "grass", "umbrella")] == ["a desk", "an apple", "grass", "an umbrella"]
+    assert clean_prompt("(red book:1.2), [pen] embedding:foo").split() == ["red", "book", ",", "pen"]
+    assert [default_caption(t) for t in ("desk", "apple", "grass", "umbrella")] == [
+        "a desk",
+        "an apple",
+        "grass",
+        "an umbrella",
+    ]

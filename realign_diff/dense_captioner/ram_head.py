@@ -45,7 +45,9 @@ class CrossSelfAttention(nn.Module):
         def heads(x):
             return x.view(b, -1, h, d // h).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.query(hidden)), heads(self.key(image)), heads(self.value(image)))
+        out = F.scaled_dot_product_attention(
+            heads(self.query(hidden)), heads(self.key(image)), heads(self.value(image))
+        )
         return out.transpose(1, 2).reshape(b, n, d)
 
 
