@@ -51,7 +51,7 @@ def bench_batching(reward: CaptionReward, images: torch.Tensor, rounds: int, max
     for _ in range(rounds):
         for batch_size in (8, 1):
             times[batch_size].append(
-                timed(lambda: reward.score(images, PROMPT, batch_size=batch_size, max_new_tokens=max_new_tokens))
+                timed(lambda bs=batch_size: reward.score(images, PROMPT, batch_size=bs, max_new_tokens=max_new_tokens))
             )
     batched, single = statistics.median(times[8]), statistics.median(times[1])
     n = images.shape[0]
@@ -65,12 +65,14 @@ def bench_node_core(dirs, images: torch.Tensor, rounds: int, max_new_tokens: int
     for _ in range(rounds):
         holder = {}
 
-        def first_run():
+        def first_run(holder=holder):
             holder["reward"] = CaptionReward.from_pretrained(*dirs, device="cpu")
             holder["reward"].score(images, PROMPT, max_new_tokens=max_new_tokens)
 
         first.append(timed(first_run))
-        second.append(timed(lambda: holder["reward"].score(images, PROMPT + " ", max_new_tokens=max_new_tokens)))
+        second.append(
+            timed(lambda holder=holder: holder["reward"].score(images, PROMPT + " ", max_new_tokens=max_new_tokens))
+        )
     report_node(statistics.median(first), statistics.median(second), "library path of the two nodes (no ComfyUI)")
 
 
@@ -112,7 +114,8 @@ def bench_node_comfyui(comfy_path: Path, dirs, images: torch.Tensor, rounds: int
     first, second = [], []
     for i in range(rounds):
         first.append(timed(lambda: comfyui.run(graph(PROMPT), reset_cache=True)))
-        second.append(timed(lambda: comfyui.run(graph(f"{PROMPT} {i}"), reset_cache=False)))  # only the scorer reruns
+        # only the scorer reruns
+        second.append(timed(lambda i=i: comfyui.run(graph(f"{PROMPT} {i}"), reset_cache=False)))
     report_node(statistics.median(first), statistics.median(second), "real ComfyUI graph, in-process")
 
 

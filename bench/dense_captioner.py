@@ -306,8 +306,9 @@ def bench_captioner_end_to_end(batches=(1,), repeats: int = 2, boxes: int = 8) -
         cpu = last["process CPU"] / b
         every = ", ".join(f"{t:.1f}" for t in calls[b])
         print(
-            f"  batch {b}: {seconds[f'batch {b}']:7.2f} s per call (best of: {every}), {seconds[f'batch {b}'] / b:6.2f} s "
-            f"per image; last call per image: {per_stage} s, process CPU time {cpu:.1f} s; {runs[b].objects} objects found"
+            f"  batch {b}: {seconds[f'batch {b}']:7.2f} s per call (best of: {every}), "
+            f"{seconds[f'batch {b}'] / b:6.2f} s per image; last call per image: {per_stage} s, "
+            f"process CPU time {cpu:.1f} s; {runs[b].objects} objects found"
         )
     if len(batches) > 1:
         first, last = batches[0], batches[-1]

@@ -118,8 +118,8 @@ def main() -> None:
     one, two = outputs["1 process x 4"], outputs["2 processes x 2"]
     diff = torch.cat([(one[k].float() - two[k].float()).flatten() for k in one]).abs()
     print(
-        f"tiny SD-1 UNet, tiny BLIP-2, {args.resolution} px, effective batch 4, {args.steps} steps x {args.rounds} runs "
-        f"each (median step, first step of each run left out)"
+        f"tiny SD-1 UNet, tiny BLIP-2, {args.resolution} px, effective batch 4, {args.steps} steps x {args.rounds} "
+        f"runs each (median step, first step of each run left out)"
     )
     print(f"{'variant':18s} {'step s':>8s}")
     median = {name: statistics.median(values) for name, values in seconds.items()}

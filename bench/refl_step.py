@@ -135,7 +135,8 @@ def reward_after(scorer, pixels, prompts, prompt_term: bool, sampling: bool) -> 
 
 
 def reward_pass_comparison(scorer, device: torch.device, args) -> None:
-    """The reward part of a micro-step, before (score + caption_log_prob [+ of the prompts]) and after (reward_terms)."""
+    """The reward part of a micro-step, before (score + caption_log_prob [+ of the prompts]) and after
+    (reward_terms)."""
     variants = {}
     for prompt_term in (False, True):
         variants[("before", prompt_term, False)] = reward_before
@@ -169,7 +170,8 @@ def reward_pass_comparison(scorer, device: torch.device, args) -> None:
 
     print(
         f"reward pass of a micro-step: device {device}, reward {args.reward}, {args.reward_batch} image(s) of "
-        f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, {args.repeats} rounds (median)"
+        f"{args.resolution} px, captions up to 30 tokens, surrogate backward to the pixels, "
+        f"{args.repeats} rounds (median)"
     )
     print(f"{'variant':44s} {'ViT passes':>10s} {'time s':>8s} {'peak MiB':>9s}")
     med = _medians(times, peaks, args.verbose)
@@ -194,7 +196,7 @@ def _medians(times: dict, peaks: dict, verbose: bool) -> dict:
     """variant -> (median seconds, median peak MiB); every round's numbers printed first when ``verbose``."""
     if verbose:
         for k in times:
-            print(k, ["%.3f" % t for t in times[k]], ["%.0f" % m for m in peaks[k]])
+            print(k, [f"{t:.3f}" for t in times[k]], [f"{m:.0f}" for m in peaks[k]])
     return {k: (statistics.median(times[k]), statistics.median(peaks[k])) for k in times}
 
 

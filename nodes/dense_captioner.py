@@ -45,7 +45,10 @@ class LocalDenseCaptioner:
                     {
                         "multiline": True,
                         "default": "",
-                        "tooltip": "The prompt the image was generated from (the positive prompt). Required: the second pass is sampled from it.",
+                        "tooltip": (
+                            "The prompt the image was generated from (the positive prompt). Required: the second pass "
+                            "is sampled from it."
+                        ),
                     },
                 ),
                 "ram": (RAM, {"tooltip": "The RAM / RAM++ tagger, from the RAM Loader node."}),
@@ -56,10 +59,10 @@ class LocalDenseCaptioner:
                     {
                         "default": "offline",
                         "tooltip": (
-                            "Who scores the tags and writes the local captions. offline: rules on the prompt's own words, no "
-                            "network. openai-compatible: the LLM endpoint configured by environment variables or "
-                            "realign_diff_llm.json (the API key never goes in a widget); on any failure it falls back to "
-                            "offline and the json output says why."
+                            "Who scores the tags and writes the local captions. offline: rules on the prompt's own "
+                            "words, no network. openai-compatible: the LLM endpoint configured by environment "
+                            "variables or realign_diff_llm.json (the API key never goes in a widget); on any failure "
+                            "it falls back to offline and the json output says why."
                         ),
                     },
                 ),
@@ -119,8 +122,8 @@ class LocalDenseCaptioner:
                     {
                         "default": True,
                         "tooltip": (
-                            "Also look for the objects the prompt names that RAM did not tag (a small or half-drawn object "
-                            "is exactly what the fine stage should fix)."
+                            "Also look for the objects the prompt names that RAM did not tag (a small or half-drawn "
+                            "object is exactly what the fine stage should fix)."
                         ),
                     },
                 ),
@@ -131,8 +134,8 @@ class LocalDenseCaptioner:
                     {
                         "default": "",
                         "tooltip": (
-                            "openai-compatible only: the model name, e.g. gpt-4o-mini or llama3.1:8b. Empty: the configured "
-                            "one (REALIGN_DIFF_LLM_MODEL or realign_diff_llm.json; default gpt-4o-mini)."
+                            "openai-compatible only: the model name, e.g. gpt-4o-mini or llama3.1:8b. Empty: the "
+                            "configured one (REALIGN_DIFF_LLM_MODEL or realign_diff_llm.json; default gpt-4o-mini)."
                         ),
                     },
                 ),
@@ -141,8 +144,9 @@ class LocalDenseCaptioner:
                     {
                         "default": "",
                         "tooltip": (
-                            "openai-compatible only: the endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama. Empty: the "
-                            "configured one. Your API key is only sent to the configured endpoint, never to a URL typed here."
+                            "openai-compatible only: the endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama. Empty: "
+                            "the configured one. Your API key is only sent to the configured endpoint, never to a URL "
+                            "typed here."
                         ),
                     },
                 ),
@@ -152,7 +156,8 @@ class LocalDenseCaptioner:
                         "default": "",
                         "multiline": True,
                         "tooltip": (
-                            "Tags never used, from RAM or from the prompt, separated by commas or lines (e.g. 'background, wall')."
+                            "Tags never used, from RAM or from the prompt, separated by commas or lines "
+                            "(e.g. 'background, wall')."
                         ),
                     },
                 ),
@@ -162,8 +167,8 @@ class LocalDenseCaptioner:
                         "default": "",
                         "multiline": True,
                         "tooltip": (
-                            "Per-tag RAM thresholds that win over ram_threshold, e.g. 'person: 0.9, sky: 0.5' (commas or lines). "
-                            "A name not in RAM's tag list is an error that names it."
+                            "Per-tag RAM thresholds that win over ram_threshold, e.g. 'person: 0.9, sky: 0.5' "
+                            "(commas or lines). A name not in RAM's tag list is an error that names it."
                         ),
                     },
                 ),
@@ -237,7 +242,8 @@ class LocalDenseCaptioner:
             segmenter=segmenter,
             settings=settings,
             on_step=step,
-            check_cancel=mm.throw_exception_if_processing_interrupted,  # checked often: no progress-bar message each time
+            # checked often: no progress-bar message each time
+            check_cancel=mm.throw_exception_if_processing_interrupted,
         )
         guidances = [r.guidance for r in results]
         return (guidances, masks_batch(results), draw_batch(image, guidances), guidance_json(results))

@@ -100,15 +100,19 @@ class GroundingDinoLoader:
                 "model_name": (
                     folder_paths.get_filename_list("grounding-dino"),
                     {
-                        "tooltip": f"Checkpoint in models/grounding-dino. Get {GROUNDING_DINO_FILES['swint_ogc'][0]} from "
-                        f"{GROUNDING_DINO_FILES['swint_ogc'][2]}"
+                        "tooltip": (
+                            f"Checkpoint in models/grounding-dino. Get {GROUNDING_DINO_FILES['swint_ogc'][0]} from "
+                            f"{GROUNDING_DINO_FILES['swint_ogc'][2]}"
+                        )
                     },
                 ),
                 "bert": (
                     bert_choices(),
                     {
-                        "tooltip": "The bert-base-uncased folder (config.json + vocab.txt): models/bert-base-uncased itself "
-                        f"or a sub-folder of it. Get it from {BERT_SOURCE}"
+                        "tooltip": (
+                            "The bert-base-uncased folder (config.json + vocab.txt): models/bert-base-uncased itself "
+                            f"or a sub-folder of it. Get it from {BERT_SOURCE}"
+                        )
                     },
                 ),
                 "config": (

@@ -130,7 +130,10 @@ class RamTag:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.01,
-                        "tooltip": "0: each tag's own threshold (ram_tag_list_threshold.txt). Above 0: this threshold for every tag.",
+                        "tooltip": (
+                            "0: each tag's own threshold (ram_tag_list_threshold.txt). Above 0: this threshold for "
+                            "every tag."
+                        ),
                     },
                 ),
                 "top_k": (
@@ -149,7 +152,10 @@ class RamTag:
                     {
                         "default": "",
                         "multiline": True,
-                        "tooltip": "Per-tag thresholds that win over the others, e.g. 'person: 0.9, sky: 0.5' (commas or lines).",
+                        "tooltip": (
+                            "Per-tag thresholds that win over the others, e.g. 'person: 0.9, sky: 0.5' "
+                            "(commas or lines)."
+                        ),
                     },
                 ),
                 "exclude": (

@@ -100,12 +100,16 @@ def download_hint(path: str, expected: ModelSource | None) -> str:
 
 
 def unreadable_message(path: str, problem: str, expected: ModelSource | None = None) -> str:
-    return f"{os.path.basename(path)} is not a readable model file: it is {problem}. {download_hint(path, expected)} ({path})"
+    return (
+        f"{os.path.basename(path)} is not a readable model file: it is {problem}. "
+        f"{download_hint(path, expected)} ({path})"
+    )
 
 
 def code_message(path: str, code: str, expected: ModelSource | None = None) -> str:
     where = (
-        f"Get the official {expected.what} from {expected.source} and put it in ComfyUI's models/{expected.folder} folder."
+        f"Get the official {expected.what} from {expected.source} and put it in ComfyUI's "
+        f"models/{expected.folder} folder."
         if expected
         else "Use a .safetensors file, or a checkpoint that holds only tensors."
     )

@@ -66,7 +66,7 @@ def test_every_input_has_a_tooltip_and_the_nodes_declare_their_outputs():
         for section_name, section in inputs.items():
             if section_name == "hidden":  # filled in by ComfyUI (UNIQUE_ID), never shown: no tooltip
                 continue
-            for name, (kind, *options) in section.items():
+            for name, (_kind, *options) in section.items():
                 assert options and options[0].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
         assert cls.CATEGORY == "RealignDiff" and cls.DESCRIPTION

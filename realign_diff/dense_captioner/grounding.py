@@ -333,8 +333,8 @@ def load_grounding_dino(
     """Load an original GroundingDINO checkpoint.
 
     ``config``: ``"auto"`` (from the checkpoint's Swin width), ``"swint_ogc"``, ``"swinb"`` (or the
-    name of a :func:`register_config` one), or a :class:`GroundingDinoConfig`. ``image_size``: the shorter side the image is resized to (800 as
-    in the original inference; at most 1333 on the longer side).
+    name of a :func:`register_config` one), or a :class:`GroundingDinoConfig`. ``image_size``: the shorter
+    side the image is resized to (800 as in the original inference; at most 1333 on the longer side).
     """
     checkpoint_path, bert_dir = os.fspath(checkpoint_path), os.fspath(bert_dir)
     if not os.path.isfile(checkpoint_path):

@@ -209,7 +209,10 @@ class LLMScorer:
         return f"llm:{self.settings.model}"
 
     def __repr__(self) -> str:
-        return f"LLMScorer(model={self.settings.model!r}, base_url={display_url(self.settings.base_url)!r}, key={self.llm.key_source})"
+        return (
+            f"LLMScorer(model={self.settings.model!r}, base_url={display_url(self.settings.base_url)!r}, "
+            f"key={self.llm.key_source})"
+        )
 
     # -- public
     def score(self, prompt: str, tags: list[str], check_cancel=None) -> ScoringResult:

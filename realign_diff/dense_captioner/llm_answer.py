@@ -41,7 +41,8 @@ tags an image tagger found in that image. For EVERY tag give:
 names it, a synonym of it, or a kind of it); 0.5 = possibly (it fits the scene, but the prompt does not \
 name it); 0 = unlikely (it does not belong in this scene).
 - "caption": a short local caption of that object as the prompt wants it (at most 12 words, naming the \
-object), using the prompt's own words for its attributes (colour, material, number, state). For an object the prompt does not describe, \
+object), using the prompt's own words for its attributes (colour, material, number, state). \
+For an object the prompt does not describe, \
 the object's name with an article.
 Reply with only a JSON object, no other text:
 {"objects": [{"tag": "<the tag exactly as given>", "score": <2, 0.5 or 0>, "caption": "<local caption>"}]}

@@ -519,6 +519,7 @@ def _match_keys(tagger: RamTagger, state: Mapping[str, torch.Tensor], config: Ra
     missing = [k for k in missing if k not in OPTIONAL_KEYS]
     if missing:
         raise ValueError(
-            f"the RAM checkpoint lacks {len(missing)} weights of the {config.variant} tagging network, e.g. {missing[:8]}"
+            f"the RAM checkpoint lacks {len(missing)} weights of the {config.variant} tagging network, "
+            f"e.g. {missing[:8]}"
         )
     return report

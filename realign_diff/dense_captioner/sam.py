@@ -178,8 +178,9 @@ def load_sam(
     if model_type != "auto" and detected != model_type:
         choice = f"'{detected}' or 'auto'" if detected != "custom" else "'auto'"
         raise ValueError(
-            f"{os.path.basename(checkpoint_path)} is a SAM {detected} checkpoint (ViT width {config.encoder_embed_dim}, "
-            f"{config.encoder_depth} blocks), not {model_type}: choose model type {choice}"
+            f"{os.path.basename(checkpoint_path)} is a SAM {detected} checkpoint "
+            f"(ViT width {config.encoder_embed_dim}, {config.encoder_depth} blocks), not {model_type}: "
+            f"choose model type {choice}"
         )
     with torch.device("meta"):  # no random init to overwrite (seconds and a second copy of vit_h's 2.4 GB)
         sam = build_sam(config)

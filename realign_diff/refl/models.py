@@ -73,7 +73,8 @@ def check_sd1(state: dict[str, torch.Tensor], name: str = "base checkpoint") -> 
         raise BaseCheckpointError(f"{name}: the UNet cross-attention context is 1024 wide (SD-2.x). {expected}")
     if context != clip_width:
         raise BaseCheckpointError(
-            f"{name}: the UNet expects {context}-wide text features but the CLIP text encoder gives {clip_width}. {expected}"
+            f"{name}: the UNet expects {context}-wide text features but the CLIP text encoder gives "
+            f"{clip_width}. {expected}"
         )
 
 

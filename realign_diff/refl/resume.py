@@ -74,9 +74,10 @@ def check_resumable(state: dict, config: TrainConfig, plan: BatchPlan, path: Pat
         )
     if facts["effective_batch_size"] != plan.total:
         raise ConfigError(
-            f"{path} was trained with an effective batch of {facts['effective_batch_size']} ({facts['train_batch_size']} "
-            f"x {facts['gradient_accumulation_steps']} accumulation x {facts['num_processes']} process(es)); this run "
-            f"has {plan.total} ({plan.describe()}). Pass --total-batch-size {facts['effective_batch_size']} to continue it"
+            f"{path} was trained with an effective batch of {facts['effective_batch_size']} "
+            f"({facts['train_batch_size']} x {facts['gradient_accumulation_steps']} accumulation x "
+            f"{facts['num_processes']} process(es)); this run has {plan.total} ({plan.describe()}). "
+            f"Pass --total-batch-size {facts['effective_batch_size']} to continue it"
         )
     if facts["num_processes"] == plan.processes and facts["train_batch_size"] == plan.train_batch_size:
         return []

@@ -125,7 +125,8 @@ def write_checkpoint_with_unet(
     base_unet = {k for k in base if k.startswith(sd15_keys.UNET_PREFIX)}
     if base_unet != set(unet_tensors):
         raise ValueError(
-            f"trained UNet keys differ from the base file's: {sorted(base_unet ^ set(unet_tensors))[:5]} (a bug, please report)"
+            f"trained UNet keys differ from the base file's: {sorted(base_unet ^ set(unet_tensors))[:5]} "
+            "(a bug, please report)"
         )
     for key, tensor in unet_tensors.items():
         if tensor.shape != base[key].shape:
@@ -157,7 +158,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_training_checkpoint(
     run_dir: str | Path, step: int, tensors: dict[str, torch.Tensor], state: dict, total_limit: int = 0
 ) -> Path:
-    """``run_dir/checkpoint-<step>/`` with ``trainable.safetensors`` and ``state.pt``, written as a whole or not at all."""
+    """``run_dir/checkpoint-<step>/`` with ``trainable.safetensors`` and ``state.pt``, written as a whole or not at
+    all."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)

@@ -16,7 +16,8 @@ import torch
 @runtime_checkable
 class CaptionScorer(Protocol):
     def score(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = ..., num_beams: int = ...):
-        """images [B, H, W, 3] in [0, 1], no gradient -> object with ``rewards`` (Tensor[B]) and ``captions`` (list[str])."""
+        """images [B, H, W, 3] in [0, 1], no gradient -> object with ``rewards`` (Tensor[B]) and ``captions``
+        (list[str])."""
 
     def reward_terms(
         self,

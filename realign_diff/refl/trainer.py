@@ -152,8 +152,9 @@ class ReFLTrainer(RunFiles):
         self.val_prompts = self.val_prompts[: c.max_validation_prompts]
         if len(self.train_prompts) < self.plan.per_micro_step:
             raise ConfigError(
-                f"{len(self.train_prompts)} training prompts cannot fill one micro-step of {self.plan.train_batch_size} "
-                f"per process x {self.plan.processes} processes = {self.plan.per_micro_step}: give more prompts, or "
+                f"{len(self.train_prompts)} training prompts cannot fill one micro-step of "
+                f"{self.plan.train_batch_size} per process x {self.plan.processes} processes = "
+                f"{self.plan.per_micro_step}: give more prompts, or "
                 f"lower --train-batch-size or the process count"
             )
         self.pairs = data_mod.read_pairs(c.pairs, c.pairs_image_root) if c.pairs else []
@@ -427,20 +428,24 @@ class ReFLTrainer(RunFiles):
     def summary(self) -> str:
         c, plan = self.config, self.plan
         trainable = sum(p.numel() for p in self.params)
+        pre_loss = "off" if not c.pre_loss_weight else f"{len(self.pairs)} pairs" if self.pairs else "own x0 latents"
+        captions = (
+            "sampled" if c.caption_sampling else "greedy" if c.caption_num_beams == 1 else f"beam {c.caption_num_beams}"
+        )
+        trained = f"LoRA rank {c.lora:d}" if c.lora else "full UNet"
         lines = [
             "***** Running training *****",
             f"  base = {c.base}",
             f"  training prompts = {len(self.train_prompts)}, validation prompts = {len(self.val_prompts)}, "
-            f"L_pre: {'off' if not c.pre_loss_weight else f'{len(self.pairs)} pairs' if self.pairs else 'own x0 latents'}",
+            f"L_pre: {pre_loss}",
             f"  effective batch = {plan.describe()}",
             f"  processes = {plan.processes} ({self.processes.engine}), this one on {self.device}",
             f"  optimizer steps = {c.max_steps} (from {self.global_step}), lr = {c.learning_rate}, "
             f"{'8-bit ' if c.use_8bit_adam else ''}AdamW",
             f"  T = {c.num_inference_steps}, gradient step in [{c.refl_step_min}, {c.refl_step_max}], "
             f"guidance = {c.guidance_scale}, lambda = {c.reward_weight}, margin = {c.reward_margin}, "
-            f"baseline = {c.baseline}, w_pre = {c.pre_loss_weight}, captions "
-            f"{'sampled' if c.caption_sampling else 'greedy' if c.caption_num_beams == 1 else f'beam {c.caption_num_beams}'}",
-            f"  trained = {'LoRA rank %d' % c.lora if c.lora else 'full UNet'} ({trainable / 1e6:.2f} M parameters)",
+            f"baseline = {c.baseline}, w_pre = {c.pre_loss_weight}, captions {captions}",
+            f"  trained = {trained} ({trainable / 1e6:.2f} M parameters)",
             f"  {self.precision.describe()}, gradient checkpointing = {c.gradient_checkpointing}, "
             f"resolution = {c.resolution}",
             f"  run dir = {self.run_dir}, output = {c.output}",
@@ -548,5 +553,6 @@ def _progress(enabled: bool, total: int, initial: int):
 
 
 def train(config: TrainConfig, scorer=None, on_step_end: Callable[[int], None] | None = None) -> TrainResult:
-    """Run a whole training from ``config``; ``scorer`` defaults to the BLIP-2 caption reward of the config's folders."""
+    """Run a whole training from ``config``; ``scorer`` defaults to the BLIP-2 caption reward of the config's
+    folders."""
     return ReFLTrainer(config, scorer, on_step_end).train()

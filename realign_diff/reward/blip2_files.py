@@ -133,7 +133,10 @@ def check_blip2_dir(folder: str | Path, kind: str) -> Path:
 
 
 def redownload_hint(path: Path, kind: str) -> str:
-    return f"If the folder is a git clone, run `git lfs pull` in {path}; otherwise download it again: {download_command(path, kind)}"
+    return (
+        f"If the folder is a git clone, run `git lfs pull` in {path}; otherwise download it again: "
+        f"{download_command(path, kind)}"
+    )
 
 
 def download_command(path: Path, kind: str) -> str:

@@ -247,7 +247,8 @@ class CaptionReward(torch.nn.Module):
     # ------------------------------------------------------------------ text embeddings
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """``f(texts)``: [N, D] float32 on the CPU, L2-normalized ([CLS] output of the Q-Former text tower, projected)."""
+        """``f(texts)``: [N, D] float32 on the CPU, L2-normalized ([CLS] output of the Q-Former text tower,
+        projected)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         device = self.text_encoder.text_projection.weight.device
         out = []
@@ -268,7 +269,8 @@ class CaptionReward(torch.nn.Module):
         return torch.cat(out)
 
     def similarity(self, captions: Sequence[str], prompts: str | Sequence[str]) -> torch.Tensor:
-        """``cos(f(caption_i), f(prompt_i))`` for given texts: [B] float32 on the CPU. Each distinct text embedded once."""
+        """``cos(f(caption_i), f(prompt_i))`` for given texts: [B] float32 on the CPU. Each distinct text embedded
+        once."""
         captions = list(captions)
         prompts = match_prompts(prompts, len(captions))
         unique = list(dict.fromkeys(prompts))
@@ -356,7 +358,8 @@ class CaptionReward(torch.nn.Module):
         return RewardResult(rewards=rewards, captions=captions)
 
     def forward(self, images: torch.Tensor, prompts: str | Sequence[str], **kwargs) -> torch.Tensor:
-        """The plain callable form ``reward(images, prompts) -> rewards`` ([B] float32, CPU): :meth:`score`'s rewards."""
+        """The plain callable form ``reward(images, prompts) -> rewards`` ([B] float32, CPU): :meth:`score`'s
+        rewards."""
         return self.score(images, prompts, **kwargs).rewards
 
     # ------------------------------------------------------------------ differentiable surrogate
@@ -371,7 +374,8 @@ class CaptionReward(torch.nn.Module):
         seeds: Sequence[int] | None = None,
         prompt_log_prob: bool = False,
     ) -> RewardTerms:
-        """Caption, reward and log-probabilities for a ReFL micro-step, from ONE vision pass (ViT, Q-Former, projection).
+        """Caption, reward and log-probabilities for a ReFL micro-step, from ONE vision pass (ViT, Q-Former,
+        projection).
 
         ``pixels``: [B, 3, H, W] (or [B, H, W, 3]) float in [0, 1], usually requiring grad. The image prefix is
         computed once with gradient; captions are generated from its detached copy; the teacher-forced

@@ -15,7 +15,7 @@ def test_every_input_has_a_tooltip_and_no_input_takes_a_key(pack):
 
     spec = LocalDenseCaptioner.INPUT_TYPES()
     inputs = {**spec["required"], **spec["optional"]}
-    for name, (kind, options) in inputs.items():
+    for name, (_kind, options) in inputs.items():
         assert options.get("tooltip"), name
         assert not any(word in name.lower() for word in ("key", "token", "secret", "password")), name
     assert inputs["scorer"][0] == ["offline", "openai-compatible"] and inputs["scorer"][1]["default"] == "offline"

@@ -149,7 +149,8 @@ class WebUI:
         """Open the web UI's template browser (the sidebar's Templates button), optionally click a section
         of its list by name; returns the dialog's text."""
         self.driver.execute_script(
-            "[...document.querySelectorAll('button, .side-bar-button')].find(b => b.innerText.trim() == 'Templates').click()"
+            "[...document.querySelectorAll('button, .side-bar-button')]"
+            ".find(b => b.innerText.trim() == 'Templates').click()"
         )
         deadline = time.monotonic() + 30
         text = ""

@@ -88,11 +88,12 @@ class ComfyUI:
         import comfy.options
 
         comfy.options.enable_args_parsing()
+        # isort: off
+        import utils.extra_config  # noqa: F401 - must precede ``nodes``, which ``execution`` imports
         import execution
         import folder_paths
-        import utils.extra_config  # noqa: F401 - must precede ``nodes`` (circular import)
-
         import nodes
+        # isort: on
 
         self.nodes, self.execution, self.folder_paths = nodes, execution, folder_paths
         failures = _ImportFailures()

@@ -2,9 +2,9 @@
 
 ``ToyCaptionScorer`` has the caption reward's interface (``score``, ``caption_log_prob``, ``reward_terms``) on a few
 thousand parameters: its "caption" is the top words of a linear read-out of pooled pixels, its reward the
-cosine of that read-out's word distribution with the prompt's bag of words, and its log-probability a teacher-forced sum of word log-softmaxes. It
-lets the trainer's step be tested on any scorer, as the trainer promises; the real BLIP-2 reward is
-tested through the same trainer with tiny BLIP-2 folders.
+cosine of that read-out's word distribution with the prompt's bag of words, and its log-probability a
+teacher-forced sum of word log-softmaxes. It lets the trainer's step be tested on any scorer, as the trainer
+promises; the real BLIP-2 reward is tested through the same trainer with tiny BLIP-2 folders.
 """
 
 from __future__ import annotations
@@ -191,5 +191,8 @@ def assert_same_run(expected_output: Path, got_output: Path, expected_run_dir: P
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
-    strip = lambda path: [row.rsplit(",", 1)[0] for row in (path / "metrics.csv").read_text().splitlines()]
+
+    def strip(path):
+        return [row.rsplit(",", 1)[0] for row in (path / "metrics.csv").read_text().splitlines()]
+
     assert strip(got_run_dir) == strip(expected_run_dir)

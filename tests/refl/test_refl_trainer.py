@@ -116,7 +116,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_base, prompts_fil
     assert first.lr_scheduler.state_dict() == second.lr_scheduler.state_dict()
     rows_a = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
-    strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]  # drop the timing column
+
+    def strip(rows):  # drop the timing column
+        return [r.rsplit(",", 1)[0] for r in rows]
+
     assert strip(rows_a) == strip(rows_b)
 
 

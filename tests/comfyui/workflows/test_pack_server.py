@@ -79,7 +79,7 @@ def test_missing_optional_package_hides_only_its_nodes_and_says_how_to_install(t
     assert any("seconds" in line for line in ours_lines), "the pack is not in ComfyUI's import-times list"
     assert not [line for line in ours_lines if "IMPORT FAILED" in line or "Cannot import" in line]
     for module_name, requirements in gone.items():
-        line = next((l for l in log.splitlines() if f"[RealignDiff] {module_name} nodes unavailable" in l), None)
+        line = next((row for row in log.splitlines() if f"[RealignDiff] {module_name} nodes unavailable" in row), None)
         assert line is not None, f"no log line for {module_name}:\n{log[-3000:]}"
         for requirement in requirements:
             assert requirement in line and "pip install" in line
