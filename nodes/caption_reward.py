@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..realign_diff.dtypes import PRECISION_CHOICES, dtype_of
 from ..realign_diff.reward import (
     CaptionReward,
     RewardResult,
@@ -16,7 +17,6 @@ CAPTION_REWARD = "REALIGN_CAPTION_REWARD"  # a ModelPatcher wrapping a realign_d
 FOLDER = "blip2"
 REQUIRES = {"transformers": "transformers>=4.51"}  # imported when a model loads
 NO_MODELS = "(no BLIP-2 folders in models/blip2)"
-PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
 SOURCES = f"captioner: {CAPTIONER_SOURCES}; text encoder: https://huggingface.co/Salesforce/blip2-itm-vit-g"
 
 
@@ -39,11 +39,7 @@ def _choices(preferred: set[str]) -> list[str]:
 
 
 def resolve_precision(precision: str, load_device) -> torch.dtype:  # noqa: F821
-    import torch
-
-    if precision == "auto":
-        return default_dtype(load_device)
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    return dtype_of(precision, auto=default_dtype(load_device) if precision == "auto" else None)
 
 
 def _model_dir(name: str, what: str) -> str:
@@ -90,7 +86,7 @@ class Blip2RewardLoader:
                     },
                 ),
                 "precision": (
-                    PRECISIONS,
+                    list(PRECISION_CHOICES),
                     {
                         "default": "auto",
                         "tooltip": "Weight precision. auto: fp32 on the CPU; on a GPU bf16 where supported, else fp16. "

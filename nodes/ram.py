@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import re
 
+from ..realign_diff.dtypes import PRECISION_CHOICES, dtype_of
 from .common import CATEGORY, RAM, node_id
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def loaded_tagger(ram):
@@ -48,12 +47,8 @@ def parse_tag_names(text: str) -> list[str]:
 def _dtype(precision: str, device):
     import torch
 
-    if precision == "fp32":
-        return torch.float32
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
+    if precision != "auto":
+        return dtype_of(precision)
     import comfy.model_management as mm
 
     return (
@@ -78,7 +73,7 @@ class RamLoader:
                     },
                 ),
                 "precision": (
-                    list(PRECISIONS),
+                    list(PRECISION_CHOICES),
                     {
                         "default": "auto",
                         "tooltip": "Weight precision. auto: fp16 on a GPU that supports it, else fp32.",

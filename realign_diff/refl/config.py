@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dtypes import PRECISION_CHOICES, PRECISIONS
+
 
 class ConfigError(ValueError):
     """Settings or paths that cannot work, with what to change."""
@@ -206,7 +208,7 @@ class TrainConfig:
         "scaling keeps the reward gradient through them), fp32 without. A Flan-T5 captioner never "
         "runs in fp16.",
         "memory",
-        choices=("auto", "fp32", "fp16", "bf16"),
+        choices=PRECISION_CHOICES,
     )
     gradient_checkpointing: bool = _opt(
         False, "Recompute UNet and VAE-decoder activations in the backward pass (less memory, ~30% slower).", "memory"
@@ -242,9 +244,7 @@ class TrainConfig:
     keep_best: bool = _opt(
         True, "Write the weights of the best validation reward to --output instead of the last ones.", "running"
     )
-    save_dtype: str = _opt(
-        "fp16", "dtype of the trained tensors in the output file.", "running", choices=("fp16", "bf16", "fp32")
-    )
+    save_dtype: str = _opt("fp16", "dtype of the trained tensors in the output file.", "running", choices=PRECISIONS)
     tensorboard: bool = _opt(
         True, "Also log to TensorBoard in --run-dir when tensorboard is installed (CSV is always written).", "running"
     )

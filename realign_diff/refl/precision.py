@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .saving import DTYPES  # the trainer's one name -> dtype table
-
-NAMES = {dtype: name for name, dtype in DTYPES.items()}
+from ..dtypes import dtype_of, name_of
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class Precision:
 
     @property
     def autocast(self) -> torch.dtype | None:
-        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.mixed)
+        return None if self.mixed == "no" else dtype_of(self.mixed)
 
     @property
     def loss_scaling(self) -> bool:
@@ -39,7 +37,7 @@ class Precision:
     def describe(self) -> str:
         return (
             f"mixed precision = {self.mixed}{' (loss scaling)' if self.loss_scaling else ''}, frozen models in "
-            f"{NAMES[self.frozen]}, BLIP-2 captioner in {NAMES[self.captioner]}"
+            f"{name_of(self.frozen)}, BLIP-2 captioner in {name_of(self.captioner)}"
         )
 
 
@@ -49,9 +47,9 @@ def resolve(mixed: str, frozen: str, device_type: str, bf16_supported: bool, t5_
         mixed = ("bf16" if bf16_supported else "fp16") if device_type == "cuda" else "no"
     notes = []
     if frozen == "auto":
-        frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+        frozen_dtype = torch.float32 if mixed == "no" else dtype_of(mixed)
     else:
-        frozen_dtype = DTYPES[frozen]
+        frozen_dtype = dtype_of(frozen)
         if frozen_dtype == torch.float16 and mixed != "fp16":
             notes.append(
                 f"--frozen-dtype fp16 without fp16 loss scaling (--mixed-precision {mixed}): the reward "
@@ -60,7 +58,7 @@ def resolve(mixed: str, frozen: str, device_type: str, bf16_supported: bool, t5_
     captioner = frozen_dtype
     if t5_captioner and frozen_dtype == torch.float16:
         captioner = torch.bfloat16 if bf16_supported else torch.float32
-        notes.append(f"the Flan-T5 captioner overflows in fp16: it runs in {NAMES[captioner]}")
+        notes.append(f"the Flan-T5 captioner overflows in fp16: it runs in {name_of(captioner)}")
     return Precision(mixed, frozen_dtype, captioner, tuple(notes))
 
 

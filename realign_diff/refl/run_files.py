@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import dtype_of
 from . import saving
 from .resume import check_resumable, run_facts
 
@@ -134,7 +135,7 @@ class RunFiles:
                 best.parent,
                 step,
             )
-        dtype = saving.DTYPES[c.save_dtype]
+        dtype = dtype_of(c.save_dtype)
         meta = self.output_metadata(step)
         if self.lora is not None:
             meta.update(

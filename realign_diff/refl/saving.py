@@ -14,7 +14,6 @@ from .. import sd15_keys
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # what a run killed mid-write leaves behind: ``.checkpoint-7.tmp-1234``, ``.trainable.safetensors.tmp-1234``, ...
 TEMPORARY_RE = re.compile(r"^\..+\.(tmp|old)-(\d+)$")

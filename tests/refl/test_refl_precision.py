@@ -9,6 +9,7 @@ be non-zero and point where the fp32 gradient points.
 import pytest
 import torch
 
+from realign_diff.dtypes import name_of
 from realign_diff.refl import precision
 from realign_diff.refl.trainer import ReFLTrainer
 from realign_testkit.refl import tiny_config
@@ -69,7 +70,7 @@ def test_the_auto_precision_of_each_gpu_keeps_the_reward_gradient(tmp_path, tiny
             tmp_path / "b.safetensors",
             **common,
             mixed_precision=chosen.mixed,
-            frozen_dtype=precision.NAMES[chosen.frozen],
+            frozen_dtype=name_of(chosen.frozen),
         )
     )
     assert torch.isfinite(half).all() and half.abs().sum() > 0
