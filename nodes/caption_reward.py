@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..realign_diff.checkpoint_file import ModelSource
 from ..realign_diff.dtypes import PRECISION_CHOICES, dtype_of
 from ..realign_diff.reward import (
     CaptionReward,
@@ -18,6 +19,7 @@ FOLDER = "blip2"
 REQUIRES = {"transformers": "transformers>=4.51"}  # imported when a model loads
 NO_MODELS = "(no BLIP-2 folders in models/blip2)"
 SOURCES = f"captioner: {CAPTIONER_SOURCES}; text encoder: https://huggingface.co/Salesforce/blip2-itm-vit-g"
+BLIP2 = ModelSource("BLIP-2 model folder (the whole Hugging Face download)", FOLDER, SOURCES)
 
 
 def _choices(preferred: set[str]) -> list[str]:
@@ -43,14 +45,10 @@ def resolve_precision(precision: str, load_device) -> torch.dtype:  # noqa: F821
 
 
 def _model_dir(name: str, what: str) -> str:
-    from .model_folders import find_model_dir, missing_model_message
+    from .model_folders import model_dir
 
-    path = find_model_dir(FOLDER, name) if name != NO_MODELS else None
-    if path is None:
-        raise FileNotFoundError(
-            missing_model_message(FOLDER, f"{what} folder" + (f" named {name!r}" if name != NO_MODELS else ""), SOURCES)
-        )
-    return path
+    missing = f"{what} folder" + (f" named {name!r}" if name != NO_MODELS else "")
+    return model_dir(name if name != NO_MODELS else "", missing, BLIP2)
 
 
 class Blip2RewardLoader:

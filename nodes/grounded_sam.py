@@ -13,13 +13,21 @@ import re
 
 import torch
 
+from ..realign_diff.checkpoint_file import ModelSource
 from ..realign_diff.dense_captioner import grounded_sam, grounding, sam
-from ..realign_diff.dense_captioner.grounded_sam_io import BERT_SOURCE, GROUNDING_DINO_FILES, SAM_FILES
+from ..realign_diff.dense_captioner.grounded_sam_io import (
+    BERT_SOURCE,
+    GROUNDING_DINO_FILES,
+    GROUNDING_DINO_SOURCE,
+    SAM_FILES,
+    SAM_SOURCE,
+)
 from ..realign_diff.dense_captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from . import model_folders
 from .common import CATEGORY, GROUNDING_DINO, SAM, node_id
 
 BERT_FOLDER = "bert-base-uncased"  # the folder itself (where other packs put it) or one sub-folder of it
+BERT = ModelSource("bert-base-uncased folder (config.json and vocab.txt)", BERT_FOLDER, BERT_SOURCE)
 # Imported only when a model loads; without them these nodes are hidden and the log says what to install.
 REQUIRES = {
     "groundingdino": "groundingdino-py>=0.4.0",
@@ -46,9 +54,7 @@ def resolve_bert_dir(choice: str) -> str:
         for root in model_folders.folder_paths_for(BERT_FOLDER):
             if os.path.isfile(os.path.join(root, "config.json")):
                 return root
-    raise FileNotFoundError(
-        model_folders.missing_model_message(BERT_FOLDER, f"bert-base-uncased folder ({choice})", BERT_SOURCE)
-    )
+    raise FileNotFoundError(model_folders.missing_model_message(f"bert-base-uncased folder ({choice})", BERT))
 
 
 def parse_tags(text: str) -> list[str]:
@@ -126,17 +132,10 @@ class GroundingDinoLoader:
         }
 
     def load(self, model_name, bert, config):
-        import folder_paths
 
         from .comfy_runtime import managed
 
-        path = folder_paths.get_full_path("grounding-dino", model_name)
-        if path is None:
-            raise FileNotFoundError(
-                model_folders.missing_model_message(
-                    "grounding-dino", f"GroundingDINO checkpoint {model_name!r}", GROUNDING_DINO_FILES["swint_ogc"][2]
-                )
-            )
+        path = model_folders.model_file(model_name, f"GroundingDINO checkpoint {model_name!r}", GROUNDING_DINO_SOURCE)
         detector = grounding.load_grounding_dino(path, resolve_bert_dir(bert), config=config)
         return (managed(detector),)
 
@@ -173,15 +172,10 @@ class SamLoader:
         }
 
     def load(self, model_name, model_type):
-        import folder_paths
 
         from .comfy_runtime import managed
 
-        path = folder_paths.get_full_path("sams", model_name)
-        if path is None:
-            raise FileNotFoundError(
-                model_folders.missing_model_message("sams", f"SAM checkpoint {model_name!r}", SAM_FILES["vit_b"][2])
-            )
+        path = model_folders.model_file(model_name, f"SAM checkpoint {model_name!r}", SAM_SOURCE)
         return (managed(sam.load_sam(path, model_type=model_type)),)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 
+from ..realign_diff.checkpoint_file import ModelSource, where_to_get
+
 log = logging.getLogger("RealignDiff")
 
 # folder name -> file extensions listed in the UI (empty: folders, listed by the node itself)
@@ -18,6 +20,7 @@ FOLDERS: dict[str, set[str]] = {
     "grounding-dino": {".pth", ".safetensors"},
     "sams": {".pth", ".safetensors"},
     "bert-base-uncased": set(),
+    "clip_score": set(),  # CLIP in Hugging Face format (openai/clip-vit-large-patch14) for the CLIP score
 }
 # further folders searched for a registered name: the RAM pack users already have keeps its checkpoints in models/rams
 ALSO: dict[str, tuple[str, ...]] = {"ram": ("rams",)}
@@ -86,10 +89,28 @@ def find_model_dir(name: str, entry: str) -> str | None:
     return None
 
 
-def missing_model_message(folder: str, what: str, source: str) -> str:
-    """The one message format for 'put this file there'."""
-    paths = ", ".join(folder_paths_for(folder)) if _comfy_available() else f"models/{folder}"
-    return f"No {what} found. Put it in ComfyUI's models/{folder} folder ({paths}). Get it from: {source}"
+def missing_model_message(missing: str, source: ModelSource) -> str:
+    """``No <missing> found.`` and where the file goes (every folder ComfyUI searches) and comes from."""
+    paths = ", ".join(folder_paths_for(source.folder)) if _comfy_available() else ""
+    return f"No {missing} found. {where_to_get(source, paths)}"
+
+
+def model_dir(name: str, missing: str, source: ModelSource) -> str:
+    """The model folder ``name`` picked from ``source.folder``'s list; a clear error when it is gone."""
+    path = find_model_dir(source.folder, name) if name else None
+    if path is None:
+        raise FileNotFoundError(missing_model_message(missing, source))
+    return path
+
+
+def model_file(name: str, missing: str, source: ModelSource) -> str:
+    """The full path of the file ``name`` picked from ``source.folder``'s list; a clear error when it is gone."""
+    import folder_paths
+
+    path = folder_paths.get_full_path(source.folder, name)
+    if path is None:
+        raise FileNotFoundError(missing_model_message(missing, source))
+    return path
 
 
 def _comfy_available() -> bool:

@@ -96,17 +96,12 @@ class RamLoader:
 
     def load(self, ckpt_name, precision="auto"):
         import comfy.model_management as mm
-        import folder_paths
 
-        from ..realign_diff.dense_captioner.ram import RAM_PLUS_URL, RAM_URL, load_ram
+        from ..realign_diff.dense_captioner.ram import RAM_SOURCE, load_ram
         from . import comfy_runtime
-        from .model_folders import missing_model_message
+        from .model_folders import model_file
 
-        path = folder_paths.get_full_path("ram", ckpt_name)
-        if path is None:
-            raise FileNotFoundError(
-                missing_model_message("ram", f"RAM checkpoint named {ckpt_name}", f"{RAM_PLUS_URL} or {RAM_URL}")
-            )
+        path = model_file(ckpt_name, f"RAM checkpoint named {ckpt_name}", RAM_SOURCE)
         tagger = load_ram(path, dtype=_dtype(precision, mm.get_torch_device()), device=mm.unet_offload_device())
         return (comfy_runtime.managed(tagger),)
 

@@ -90,13 +90,16 @@ def pickled_code(error: Exception) -> str | None:
     return found.group(1) if found else None
 
 
+def where_to_get(source: ModelSource, paths: str = "") -> str:
+    """The one sentence of every model-file message that says where the file goes and where it comes from."""
+    where = f"ComfyUI's models/{source.folder} folder" + (f" ({paths})" if paths else "")
+    return f"Put the {source.what} in {where}; get it from {source.source}."
+
+
 def download_hint(path: str, expected: ModelSource | None) -> str:
     if expected is None:
         return f"Download (or export) {os.path.basename(path)} again."
-    return (
-        f"Download the {expected.what} again from {expected.source} and put it in ComfyUI's "
-        f"models/{expected.folder} folder."
-    )
+    return f"Download it again. {where_to_get(expected)}"
 
 
 def unreadable_message(path: str, problem: str, expected: ModelSource | None = None) -> str:
@@ -108,8 +111,7 @@ def unreadable_message(path: str, problem: str, expected: ModelSource | None = N
 
 def code_message(path: str, code: str, expected: ModelSource | None = None) -> str:
     where = (
-        f"Get the official {expected.what} from {expected.source} and put it in ComfyUI's "
-        f"models/{expected.folder} folder."
+        f"Use the official file. {where_to_get(expected)}"
         if expected
         else "Use a .safetensors file, or a checkpoint that holds only tensors."
     )
