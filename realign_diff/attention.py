@@ -1,4 +1,4 @@
-"""Re-weighting attention modulation (SPEC "Re-weighting attention modulation", paper eqs. 8-10).
+"""Re-weighting attention modulation (docs/method.md, the paper's eqs. 8-10).
 
 For logits ``L = Q Kᵀ`` (per head, unscaled) and a query position p / key token j:
 
@@ -36,7 +36,7 @@ def timestep_strength(strength: float, timestep: float, schedule: str = "paper")
 def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[n, H, W] masks in [0, 1] -> [n, height, width] bool at a layer's resolution.
 
-    A mask is the pixels above 0.5; a layer position belongs to it when its cell overlaps it (the SPEC's
+    A mask is the pixels above 0.5; a layer position belongs to it when its cell overlaps it (the method's
     m_i(p) > 0 after resizing), so small objects survive at the coarse layers.
     """
     if masks.numel() == 0:

@@ -2,7 +2,7 @@
 
 CLIP's BPE tokenizes each word independently of its neighbours, so a phrase's token ids appear
 as a contiguous run in the token stream of any text that contains it (punctuation aside). An
-object's token set (SPEC: T_i, its tag/phrase and local-caption tokens) is the content words of its
+object's token set (T_i in docs/method.md: its tag and local-caption tokens) is the content words of its
 local caption wherever the caption occurs ("a yellow pen" -> yellow, pen), plus every occurrence of
 its tag, plural or singular ("pen", "pens"). Articles, conjunctions, punctuation and words naming
 other objects are left out. The stream is the tokenizer's output for the whole conditioning, chunks

@@ -1,4 +1,4 @@
-"""The modulation math against a direct transcription of the SPEC's equations."""
+"""The modulation math against a direct transcription of the paper's equations (docs/method.md)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ HEADS, DIM, KEYS, H, W = 2, 8, 12, 4, 6
 
 
 def spec_attention(q, k, v, heads, activated, score, object_token, lam):
-    """SPEC eqs. 8-10 written out densely in float64: A' = softmax((L + S⊙M)/√d) V."""
+    """The paper's eqs. 8-10 written out densely in float64: A' = softmax((L + S⊙M)/√d) V."""
     b, n, inner = q.shape
     d = inner // heads
     q, k, v = (t.double().reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))

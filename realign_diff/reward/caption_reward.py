@@ -1,5 +1,5 @@
 """The caption reward: BLIP-2 captions an image; the reward is the cosine of the caption's and the prompt's
-BLIP-2 text embeddings (shared/SPEC.md, "Caption reward"), plus its differentiable surrogate for ReFL.
+BLIP-2 text embeddings (the paper's eq. 4; docs/method.md), plus its differentiable surrogate for ReFL.
 
 Text embedding ``f``: the Q-Former text tower of an image-text retrieval checkpoint (``blip2-itm-vit-g``)
 run on the text alone ([CLS] text [SEP], BERT tokenizer of that folder, truncated to the Q-Former's position
