@@ -17,7 +17,15 @@ from . import model_folders
 
 log = logging.getLogger("RealignDiff")
 
-NODE_MODULES = ("attention_patch", "grounded_sam", "caption_reward", "ram", "dense_captioner")
+NODE_MODULES = (
+    "attention_patch",
+    "attention_maps",
+    "grounded_sam",
+    "caption_reward",
+    "ram",
+    "dense_captioner",
+    "clip_score",
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

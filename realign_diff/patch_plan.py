@@ -68,7 +68,7 @@ def _sampling_notes(guidances: Sequence[RealignGuidance]) -> list[str]:
     sizes = {(g.width, g.height) for g in guidances}
     notes = [
         f"masks are {w}x{h}: sample a latent of that aspect ratio (e.g. {w}x{h} pixels, latent {w // 8}x{h // 8}), "
-        "or they are stretched to fit"
+        "or they are stretched to fit; at another size of that shape (a hires pass) they are resized to it"
         for w, h in sorted(sizes)
     ]
     if len(guidances) > 1:

@@ -93,6 +93,7 @@ class RealignReplace:
         self.modulated_blocks: set[tuple] = set()
         self.modulated_calls = 0
         self.modulated_rows = 0
+        self.strengths: list[tuple[float, float]] = []
         self._maps: dict[tuple, ModulationMaps] = {}
         self._strength_of: tuple[object, float] = (None, 0.0)  # (the sigmas tensor of the current call, λ_t)
         self._warned: set[str] = set()
@@ -124,6 +125,7 @@ class RealignReplace:
             timestep = float(self.sigma_to_timestep(sigma.reshape(1)).flatten()[0])
             strength = timestep_strength(self.strength, timestep, self.schedule)
         self._strength_of = (sigmas, strength)
+        self.strengths.append((float(sigma), strength))  # one (σ, λ_t) per model call, for tests and recorders
         return strength
 
     def warn_once(self, key: str, message: str, *args) -> None:
@@ -160,7 +162,8 @@ class RealignReplace:
         for objects in self.objects_per_image:
             if objects:
                 mask_h, mask_w = objects[0].mask.shape
-                if abs(mask_w / mask_h - width / height) > 0.02 * width / height:
+                # a coarse layer's sizes are rounded up (13x19 -> 7x10): one cell of slack on top of 2 %
+                if abs(mask_w / mask_h - width / height) > (0.02 + 1.0 / min(height, width)) * width / height:
                     self.warn_once(
                         "aspect",
                         "guidance masks are %dx%d but the latent is %dx%d (width x height at this layer): "
@@ -178,6 +181,34 @@ class RealignReplace:
             return [c for c, uuid in enumerate(uuids) if uuid in self.positive_uuids]
         flags = extra_options.get("cond_or_uncond") or [0] * n_chunks
         return [c for c, flag in enumerate(flags) if flag == 0]
+
+    def attention_probabilities(
+        self, q, k, extra_options, columns: torch.Tensor
+    ) -> tuple[list[int], torch.Tensor] | None:
+        """For a recorder (realign_diff.attention_maps): ``(chunks, probabilities)``, the float32 ``[rows, heads, N,
+        len(columns)]`` this patch attends with, at the key ``columns``, on the chunks it modulates in this call; None
+        where it leaves the call to the fallback. Taken from ``realign_attention`` itself, with V one-hot on the
+        columns (heads padded when narrower than the columns, q rescaled so L/sqrt(d) is unchanged): A'V is A'."""
+        strength = self.current_strength(extra_options)
+        n_chunks = len(extra_options.get("cond_or_uncond") or [0])
+        chunks = self.positive_chunks(extra_options, n_chunks) if strength else []
+        size = layer_size(extra_options, q.shape[1]) if chunks else None
+        maps = self.maps_for(size[0], size[1], k.shape[1], q.device) if size else None
+        if maps is None or maps.empty:
+            return None
+        heads, per_chunk = extra_options["n_heads"], q.shape[0] // n_chunks
+        dim = q.shape[-1] // heads
+        width = max(dim, len(columns))
+        rows = torch.cat([torch.arange(c * per_chunk, (c + 1) * per_chunk) for c in chunks]).to(q.device)
+        qp, kp = (
+            torch.nn.functional.pad(t[rows].float().unflatten(-1, (heads, dim)) * scale, (0, width - dim)).flatten(-2)
+            for t, scale in ((q, (width / dim) ** 0.5), (k, 1.0))
+        )
+        one_hot = torch.zeros(k.shape[1], width, device=q.device)
+        one_hot[columns.to(q.device), torch.arange(len(columns), device=q.device)] = 1.0
+        values = one_hot[:, None].expand(-1, heads, width).reshape(1, k.shape[1], -1).expand(len(rows), -1, -1)
+        out = realign_attention(qp, kp, values, heads, maps.for_rows(per_chunk, len(chunks)), strength)
+        return chunks, out.unflatten(-1, (heads, width))[..., : len(columns)].transpose(1, 2)
 
     def __call__(self, q, k, v, extra_options, previous: Callable | None = None):
         block = extra_options.get("block")

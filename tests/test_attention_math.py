@@ -301,3 +301,18 @@ def test_a_guidance_batch_that_does_not_match_the_latents_is_reported(caplog):
     objects = [[PatchObject(left_mask(), torch.tensor([2]), 2.0)] for _ in range(2)]
     make_replace(objects=objects)(q, k, v, extra(batch_per_chunk=3))
     assert "2 guidance images for a batch of 3 latents" in caplog.text
+
+
+@pytest.mark.parametrize("latent", [(152, 104), (104, 152), (125, 125), (13, 17)])
+def test_layer_sizes_of_any_multiple_of_eight_are_found_from_the_latent_alone(latent):
+    """832x1216, 1216x832, 1000x1000...: each UNet level halves its input, rounding up (stride-2 convolutions)."""
+    from realign_diff.realign_patch import layer_size
+
+    height, width = latent
+    conv = torch.nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    x = torch.zeros(1, 1, height, width)
+    for _ in range(4):
+        h, w = x.shape[-2:]
+        options = {"original_shape": [2, 4, height, width]}  # no activations_shape: the size comes from the latent
+        assert layer_size(options, h * w) == (h, w)
+        x = conv(x)

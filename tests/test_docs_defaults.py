@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS = {  # script named in a heading -> the function that builds its argument parser
     "training/refl.py": "realign_diff.refl.config:build_arg_parser",
+    "evaluation/evaluate.py": "realign_diff.evaluation.config:build_arg_parser",
 }
 NODE_HEADING = re.compile(r"^#+ .*\(`(RealignDiff\w+)`\)\s*$")
 SCRIPT_HEADING = re.compile(r"`(?:python )?([\w./-]+\.py)`")

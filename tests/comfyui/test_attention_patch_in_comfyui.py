@@ -230,15 +230,18 @@ def test_every_block_is_modulated_at_every_layer_size_of_an_odd_latent(comfyui, 
     assert {key[:2] for key in realign._maps} == {(13, 17), (7, 9)}  # both resolutions, odd sizes rounded up
 
 
-def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):
+def test_sd15_and_a_full_size_sd2_unet_are_told_apart_and_both_accepted(comfyui, sd15_checkpoint):
+    """SD 2.x used to be refused; it is a supported family now (tests/comfyui/test_patch_families_in_comfyui.py
+    samples it, and tests what is still refused)."""
     import comfy.model_detection
     import comfy.model_patcher
     from diffusers import UNet2DConditionModel
 
-    from realign_pack.nodes.attention_patch import require_sd1
+    from realign_pack.nodes.attention_patch import cross_attention_blocks
+    from realign_pack.nodes.patch_families import model_family
     from realign_pack.realign_diff import sd15_configs, sd15_keys
 
-    require_sd1(comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[0])
+    assert model_family(comfyui.nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)[0]).name == "SD-1.x"
     sd2 = dict(
         sd15_configs.UNET, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True
     )
@@ -250,8 +253,8 @@ def test_a_model_that_is_not_sd15_is_refused_clearly(comfyui, sd15_checkpoint):
         model = comfy.model_patcher.ModelPatcher(
             model_config.get_model({}, sd15_keys.UNET_PREFIX, device="meta"), "cpu", "cpu"
         )
-    with pytest.raises(ValueError, match="works on SD-1.x models.*SD20"):
-        require_sd1(model)
+    assert type(model_config).__name__ == "SD20" and model_family(model).name == "SD 2.x"
+    assert len(cross_attention_blocks(model.model.diffusion_model)) == 16
 
 
 @pytest.mark.parametrize("long_side", ["positive", "negative"])
@@ -300,7 +303,7 @@ def test_a_warning_raised_while_sampling_is_shown_on_the_patch_node(comfyui, sd1
     prompt["latent"]["inputs"].update(width=12 * 8, height=16 * 8)
     comfyui.run(prompt)
     texts = []
-    for event, data in sent:
+    for _event, data in sent:
         (length,) = struct.unpack(">I", data[:4])
         texts.append((data[4 : 4 + length].decode(), data[4 + length :].decode()))
     assert any(node == "patch" and "the masks are stretched to fit" in text for node, text in texts), texts

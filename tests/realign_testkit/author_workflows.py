@@ -38,12 +38,27 @@ SAM_FILE = "sam_vit_b_01ec64.pth"
 BLIP2_CAPTIONER = "blip2-opt-2.7b"
 BLIP2_TEXT_ENCODER = "blip2-itm-vit-g"
 
-GREEN, BLUE, PURPLE, BROWN = "#2f5d3a", "#2d4a6b", "#4a3561", "#5a4631"
+GREEN, BLUE, PURPLE, BROWN, TEAL = "#2f5d3a", "#2d4a6b", "#4a3561", "#5a4631", "#2f5a5a"
 
 MODELS_NOTE_CHECKPOINT = f"""## Models
 **SD-1.5 checkpoint** → `models/checkpoints/`
 Any SD-1.5 single-file checkpoint, e.g. `{CHECKPOINT}`, or the ReFL fine-tune from
 `python training/refl.py` (the coarse stage of RealignDiff).
+"""
+
+# --- SDXL (issue 11): the two-pass graph of two_pass() at 1024 px on SDXL base -----------------------------
+SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"
+SDXL_SIZE = 1024
+MODELS_NOTE_SDXL = f"""## Models
+**SDXL checkpoint** → `models/checkpoints/`
+SDXL base `{SDXL_CHECKPOINT}` or an SDXL fine-tune (Pony, Illustrious, NoobAI, ...), not the refiner.
+The coarse pass is plain SDXL (the ReFL trainer is SD-1.5 only); the realigned pass is patched.
+Any size SDXL samples (multiples of 8, e.g. 832x1216) works: set both in Empty Latent Image.
+"""
+MODELS_NOTE_EITHER = f"""## Models
+**Checkpoint** → `models/checkpoints/`
+SD-1.5 (e.g. `{CHECKPOINT}`, or the ReFL fine-tune from `python training/refl.py`), SD 2.x or SDXL
+(e.g. `{SDXL_CHECKPOINT}`; then set Empty Latent Image to 1024x1024).
 """
 
 MODELS_NOTE_CAPTIONER = f"""## Captioner models
@@ -67,6 +82,14 @@ MODELS_NOTE_BLIP2 = f"""## Caption reward models (BLIP-2, Hugging Face folders)
 
 The reward is the cosine of BLIP-2 text embeddings of the image's caption and the prompt: higher means
 the image says what the prompt says.
+"""
+
+CLIP_SCORE_MODEL = "clip-vit-large-patch14"
+MODELS_NOTE_CLIP = f"""
+## CLIP score model (Hugging Face folder)
+- CLIP ViT-L/14 → `models/clip_score/{CLIP_SCORE_MODEL}/` (openai/clip-vit-large-patch14, the whole folder)
+
+CLIP score = 100·max(cos, 0) of CLIP's image and prompt embeddings, as the paper reports it.
 """
 
 
@@ -117,8 +140,11 @@ def _sampler(g, title):
     )
 
 
-def _coarse_pass(g):
-    """Prompt, seed, checkpoint, both text encodes, latent, the coarse sampler and its decode, wired."""
+def _coarse_pass(g, model=None):
+    """Prompt, seed, checkpoint, both text encodes, latent, the coarse sampler and its decode, wired.
+
+    ``model``: (node, output) feeding the coarse sampler's model instead of the checkpoint's (wire its inputs after).
+    """
     prompt = g.add("PrimitiveStringMultiline", (0, 0), size=(400, 150), value=PROMPT, title="Prompt")
     seed = g.add("PrimitiveInt", (0, 0), value=SEED, control_after_generate="fixed", title="Seed (both passes)")
     ckpt = g.add("CheckpointLoaderSimple", (0, 0), ckpt_name=CHECKPOINT)
@@ -132,7 +158,7 @@ def _coarse_pass(g):
         (ckpt, "CLIP", positive, "clip"),
         (ckpt, "CLIP", negative, "clip"),
         (prompt, 0, positive, "text"),
-        (ckpt, "MODEL", coarse, "model"),
+        (*(model or (ckpt, "MODEL")), coarse, "model"),
         (positive, 0, coarse, "positive"),
         (negative, 0, coarse, "negative"),
         (latent, 0, coarse, "latent_image"),
@@ -143,12 +169,57 @@ def _coarse_pass(g):
     return prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode
 
 
+def _attention_maps(g, nodes, ckpt, patch, fine, sources, captioner) -> list:
+    """The realigned pass records its attention too; both passes' maps and inside-mask shares, side by side.
+    ``sources``: the coarse pass's recorder, the coarse and the realigned decode."""
+    record_coarse, coarse_decode, fine_decode = sources
+    record = g.add(_node(nodes, "AttentionMaps"), (0, 0), size=(320, 170), title="Record attention (realigned)")
+    heat_coarse = g.add(_node(nodes, "AttentionHeatmaps"), (0, 0), label="coarse", title="Attention maps: coarse")
+    heat_fine = g.add(_node(nodes, "AttentionHeatmaps"), (0, 0), label="realigned", title="Attention maps: realigned")
+    shares = g.add("PreviewAny", (0, 0), size=(520, 260), title="Attention inside each mask: coarse vs realigned")
+    side = g.add(
+        "ImageStitch",
+        (0, 0),
+        direction="right",
+        match_image_size=True,
+        spacing_width=8,
+        title="attention: coarse | realigned",
+    )
+    save = g.add("SaveImage", (0, 0), size=(640, 300), filename_prefix="RealignDiff/two_pass_attention")
+    _wire(
+        g,
+        (patch, "model", record, "model"),
+        (ckpt, "CLIP", record, "clip"),
+        (record, "model", fine, "model"),
+        (record_coarse, "maps", heat_coarse, "maps"),
+        (coarse_decode, 0, heat_coarse, "image"),
+        (captioner, "guidance", heat_coarse, "guidance"),
+        (record, "maps", heat_fine, "maps"),
+        (fine_decode, 0, heat_fine, "image"),
+        (captioner, "guidance", heat_fine, "guidance"),
+        (heat_coarse, "json", heat_fine, "compare_with"),
+        (heat_fine, "summary", shares, "source"),
+        (heat_coarse, "heatmaps", side, "image1"),
+        (heat_fine, "heatmaps", side, "image2"),
+        (side, 0, save, "images"),
+    )
+    return [record, heat_coarse, heat_fine, shares, side, save]
+
+
 def two_pass(nodes, measure=None) -> dict:
     """(1) The whole method: coarse pass, dense captions, patched second pass, reward on both."""
     g = GraphBuilder(nodes)
     lay = Layout(g)
     note_ckpt = g.note(MODELS_NOTE_CHECKPOINT, (0, 0), (400, 170))
-    prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode = _coarse_pass(g)
+    # the coarse pass records every word of the prompt: its objects are only known once the captioner has run
+    record_coarse = g.add(_node(nodes, "AttentionMaps"), (0, 0), size=(320, 170), title="Record attention (coarse)")
+    prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode = _coarse_pass(g, (record_coarse, "model"))
+    _wire(
+        g,
+        (ckpt, "MODEL", record_coarse, "model"),
+        (ckpt, "CLIP", record_coarse, "clip"),
+        (prompt, 0, record_coarse, "text"),
+    )
 
     note_captioner = g.note(MODELS_NOTE_CAPTIONER, (0, 0), (460, 330))
     ram = g.add(_node(nodes, "RamLoader"), (0, 0), ckpt_name=RAM_FILE)
@@ -173,7 +244,6 @@ def two_pass(nodes, measure=None) -> dict:
         (ckpt, "MODEL", patch, "model"),
         (ckpt, "CLIP", patch, "clip"),
         (captioner, "guidance", patch, "guidance"),
-        (patch, "model", fine, "model"),
         (patch, "positive", fine, "positive"),
         (negative, 0, fine, "negative"),
         (latent, 0, fine, "latent_image"),
@@ -182,12 +252,25 @@ def two_pass(nodes, measure=None) -> dict:
         (ckpt, "VAE", fine_decode, "vae"),
         (patch, "report", report, "source"),
     )
+    record_fine, *read_out = _attention_maps(
+        g, nodes, ckpt, patch, fine, (record_coarse, coarse_decode, fine_decode), captioner
+    )
 
-    note_blip2 = g.note(MODELS_NOTE_BLIP2, (0, 0), (440, 200))
+    note_blip2 = g.note(MODELS_NOTE_BLIP2 + MODELS_NOTE_CLIP, (0, 0), (440, 300))
     blip2 = g.add(_node(nodes, "Blip2RewardLoader"), (0, 0), captioner=BLIP2_CAPTIONER, text_encoder=BLIP2_TEXT_ENCODER)
     both = g.add("ImageBatch", (0, 0), title="coarse, realigned")
     scorer = g.add(_node(nodes, "CaptionRewardScorer"), (0, 0))
     summary = g.add("PreviewAny", (0, 0), size=(420, 240), title="Caption reward: coarse vs realigned")
+    clip_loader = g.add(_node(nodes, "ClipScoreLoader"), (0, 0), model=CLIP_SCORE_MODEL)
+    clip_scorer = g.add(_node(nodes, "ClipScoreScorer"), (0, 0))
+    clip_summary = g.add("PreviewAny", (0, 0), size=(420, 140), title="CLIP score: coarse vs realigned")
+    _wire(
+        g,
+        (clip_loader, 0, clip_scorer, "clip_score"),
+        (both, 0, clip_scorer, "images"),
+        (prompt, 0, clip_scorer, "prompt"),
+        (clip_scorer, "summary", clip_summary, "source"),
+    )
     side = g.add(
         "ImageStitch", (0, 0), direction="right", match_image_size=True, spacing_width=8, title="coarse | realigned"
     )
@@ -213,30 +296,39 @@ def two_pass(nodes, measure=None) -> dict:
     lay.column(note_ckpt, note_captioner)
     lay.column(prompt, seed, ckpt)
     lay.column(positive, negative, latent)
-    lay.column(coarse, coarse_decode)
+    lay.column(record_coarse, coarse, coarse_decode)
     lay.column(ram, dino, sam)
     lay.column(captioner)
     lay.band()
     lay.column(note_blip2)
     lay.column(patch, report)
-    lay.column(fine, fine_decode)
-    lay.column(blip2, both, scorer)
-    lay.column(summary, side, with_masks)
+    lay.column(record_fine, fine, fine_decode)
+    lay.column(blip2, clip_loader, both, scorer, clip_scorer)
+    lay.column(summary, clip_summary, side, with_masks)
     lay.column(save)
-    lay.group("1. Coarse pass", GREEN, prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode)
-    lay.group("2. Local dense captions (RAM + LLM + Grounded-SAM)", BLUE, ram, dino, sam, captioner)
-    lay.group("3. Realigned pass", PURPLE, patch, fine, fine_decode, report)
+    lay.band()
+    lay.column(*read_out[:2])
+    lay.column(*read_out[2:])
     lay.group(
-        "4. Compare: caption reward, side by side with the masks",
+        "1. Coarse pass", GREEN, prompt, seed, ckpt, positive, negative, latent, coarse, coarse_decode, record_coarse
+    )
+    lay.group("2. Local dense captions (RAM + LLM + Grounded-SAM)", BLUE, ram, dino, sam, captioner)
+    lay.group("3. Realigned pass", PURPLE, patch, fine, fine_decode, report, record_fine)
+    lay.group(
+        "4. Compare: caption reward and CLIP score, side by side with the masks",
         BROWN,
         blip2,
         both,
         scorer,
         summary,
+        clip_loader,
+        clip_scorer,
+        clip_summary,
         side,
         with_masks,
         save,
     )
+    lay.group("5. Attention inside the masks: coarse vs realigned", TEAL, *read_out)
     return lay.finish(measure)
 
 
@@ -278,7 +370,7 @@ def hand_masks(nodes, measure=None) -> dict:
     g = GraphBuilder(nodes)
     lay = Layout(g)
     note = g.note(
-        MODELS_NOTE_CHECKPOINT
+        MODELS_NOTE_EITHER
         + """
 ## Masks, by hand
 1. Queue once: the coarse image appears on the right.
@@ -359,10 +451,31 @@ def hand_masks(nodes, measure=None) -> dict:
     return lay.finish(measure)
 
 
+def two_pass_sdxl(nodes, measure=None) -> dict:
+    """(4) two_pass() on SDXL base at 1024 px: the same graph, captioner and reward chain; only the checkpoint,
+    the latent size, the models note and the file prefixes differ."""
+    workflow = two_pass(nodes, measure)
+    noted = False
+    for node in workflow["nodes"]:
+        values = node.get("widgets_values")
+        if node["type"] == "CheckpointLoaderSimple":
+            values[0] = SDXL_CHECKPOINT
+        elif node["type"] == "EmptyLatentImage":
+            values[0] = values[1] = SDXL_SIZE
+        elif node["type"] in ("Note", "MarkdownNote") and values and values[0] == MODELS_NOTE_CHECKPOINT:
+            values[0], noted = MODELS_NOTE_SDXL, True
+        elif node["type"] == "SaveImage":
+            values[0] = values[0].replace("RealignDiff/two_pass", "RealignDiff/two_pass_sdxl")
+    if not noted:
+        raise RuntimeError("two_pass() has no SD-1.5 models note any more: update two_pass_sdxl")
+    return workflow
+
+
 WORKFLOWS = {
     "realigndiff_two_pass": two_pass,
     "caption_reward_scoring": reward_scoring,
     "attention_patch_hand_masks": hand_masks,
+    "realigndiff_two_pass_sdxl": two_pass_sdxl,
 }
 
 

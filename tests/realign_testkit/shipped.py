@@ -35,9 +35,13 @@ def _link_or_write(target: Path, write: Callable[[Path], object], cache: Path) -
 
 
 def _checkpoint(inputs: dict, comfyui) -> None:
+    from .family_checkpoints import link_checkpoint
     from .sd15_checkpoint import write_sd15_checkpoint
 
     folder = comfyui.models_dir / "checkpoints"
+    if "xl" in inputs["ckpt_name"].lower():  # an SDXL workflow: a reduced SDXL that ComfyUI detects as SDXL
+        link_checkpoint(folder, inputs["ckpt_name"], "sdxl")
+        return
     _link_or_write(
         folder / inputs["ckpt_name"],
         lambda p: write_sd15_checkpoint(p, small_unet=True),
@@ -106,6 +110,14 @@ def _ram(inputs: dict, comfyui) -> None:
         write_tiny_ram(folder, "ram_plus" if "plus" in inputs["ckpt_name"] else "ram", file_name=inputs["ckpt_name"])
 
 
+def _clip_score(inputs: dict, comfyui) -> None:
+    from .clip_model import write_tiny_clip
+
+    folder = Path(comfyui.models_dir) / "clip_score" / inputs["model"]
+    if not (folder / "config.json").exists():
+        write_tiny_clip(folder)  # a tiny random CLIP in openai/clip-vit-large-patch14's folder layout
+
+
 # node type -> writer(inputs of the API prompt node, comfyui): the random-weight model, in the real file
 # format, under the name the workflow asks for.
 MODEL_WRITERS: dict[str, Callable[[dict, object], None]] = {
@@ -115,6 +127,7 @@ MODEL_WRITERS: dict[str, Callable[[dict, object], None]] = {
     "RealignDiffSamLoader": _sam,
     "RealignDiffBlip2RewardLoader": _blip2,
     "RealignDiffRamLoader": _ram,
+    "RealignDiffClipScoreLoader": _clip_score,
 }
 LOADER_HINTS = ("Loader", "LoadImage", "Load")
 
