@@ -12,7 +12,7 @@ from ..realign_diff.reward import (
     to_bchw,
 )
 from ..realign_diff.reward.blip2_files import CAPTIONER_ARCHS, CAPTIONER_SOURCES, TEXT_ENCODER_ARCHS, read_architectures
-from .common import CATEGORY, node_id
+from .common import CATEGORY, PER_IMAGE_PROMPT, node_id
 
 CAPTION_REWARD = "REALIGN_CAPTION_REWARD"  # a ModelPatcher wrapping a realign_diff.reward.CaptionReward
 FOLDER = "blip2"
@@ -146,15 +146,7 @@ class CaptionRewardScorer:
             "required": {
                 "caption_reward": (CAPTION_REWARD, {"tooltip": "From the BLIP-2 Caption Reward Loader."}),
                 "images": ("IMAGE", {"tooltip": "The images to score (a batch is scored in chunks of batch_size)."}),
-                "prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "",
-                        "tooltip": "The prompt the images should show. One line: used for every image. Several lines: "
-                        "exactly one per image, in batch order (empty lines are ignored).",
-                    },
-                ),
+                "prompt": PER_IMAGE_PROMPT,
                 "max_new_tokens": (
                     "INT",
                     {"default": 30, "min": 1, "max": 256, "tooltip": "Longest caption BLIP-2 may write, in tokens."},

@@ -4,7 +4,7 @@ each image of a batch against its prompt, beside the caption reward."""
 from __future__ import annotations
 
 from ..realign_diff.reward import split_prompt_lines, to_bchw
-from .common import CATEGORY, node_id
+from .common import CATEGORY, PER_IMAGE_PROMPT, node_id
 
 CLIP_SCORE = "REALIGN_CLIP_SCORE"  # a ModelPatcher wrapping a realign_diff.evaluation.clip_score.ClipScore
 FOLDER = "clip_score"
@@ -101,15 +101,7 @@ class ClipScoreScorer:
             "required": {
                 "clip_score": (CLIP_SCORE, {"tooltip": "From the CLIP Score Loader."}),
                 "images": ("IMAGE", {"tooltip": "The images to score, e.g. the coarse and the realigned image."}),
-                "prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "",
-                        "tooltip": "The prompt the images should show. One line: used for every image. Several lines: "
-                        "exactly one per image, in batch order (empty lines are ignored).",
-                    },
-                ),
+                "prompt": PER_IMAGE_PROMPT,
             }
         }
 
