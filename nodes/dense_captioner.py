@@ -212,15 +212,16 @@ class LocalDenseCaptioner:
             progress_steps,
         )
         from ..realign_diff.dense_captioner.preview import draw_batch
+        from ..realign_diff.dense_captioner.scoring import split_tag_list
         from ..realign_diff.guidance import require_prompt
-        from .ram import parse_tag_names, parse_threshold_overrides
+        from .ram import parse_threshold_overrides
 
         require_prompt(prompt, "Local Dense Captioner's prompt input")  # before any model is loaded
         settings = CaptionerSettings(
             ram_threshold=ram_threshold if ram_threshold > 0 else None,
             ram_threshold_overrides=parse_threshold_overrides(ram_threshold_overrides),
             ram_top_k=ram_top_k if ram_top_k > 0 else None,
-            exclude_tags=tuple(parse_tag_names(exclude_tags)),
+            exclude_tags=tuple(split_tag_list(exclude_tags)),
             box_threshold=box_threshold,
             text_threshold=text_threshold,
             nms_threshold=nms_threshold,

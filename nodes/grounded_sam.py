@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import torch
 
@@ -23,6 +22,7 @@ from ..realign_diff.dense_captioner.grounded_sam_io import (
     SAM_SOURCE,
 )
 from ..realign_diff.dense_captioner.grounding import BOX_THRESHOLD, TEXT_THRESHOLD
+from ..realign_diff.dense_captioner.scoring import split_tag_list
 from . import model_folders
 from .common import CATEGORY, GROUNDING_DINO, SAM, node_id
 
@@ -55,12 +55,6 @@ def resolve_bert_dir(choice: str) -> str:
             if os.path.isfile(os.path.join(root, "config.json")):
                 return root
     raise FileNotFoundError(model_folders.missing_model_message(f"bert-base-uncased folder ({choice})", BERT))
-
-
-def parse_tags(text: str) -> list[str]:
-    """Tags from a comma / period / newline separated string, in order, without repeats."""
-    tags = (t.strip() for t in re.split(r"[,.;\n]", text))
-    return list(dict.fromkeys(t for t in tags if t))
 
 
 def masks_and_labels(
@@ -244,7 +238,7 @@ class GroundedSamMasks:
     def segment(self, grounding_dino, sam, image, tags, box_threshold, text_threshold, nms_threshold):
         from .comfy_runtime import load_all, progress
 
-        tag_list = parse_tags(tags)
+        tag_list = split_tag_list(tags)
         detector, segmenter = load_all(grounding_dino, sam)
         step = progress(grounded_sam.GROUND_TAGS_STEPS * image.shape[0])
         per_image = [

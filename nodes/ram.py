@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+from ..realign_diff.dense_captioner.scoring import split_tag_list
 from ..realign_diff.dtypes import PRECISION_CHOICES, dtype_of
 from .common import CATEGORY, RAM, node_id
 
@@ -37,11 +38,6 @@ def parse_threshold_overrides(text: str) -> dict[str, float]:
             raise ValueError(f"threshold override {item!r}: write 'tag: threshold' with a threshold between 0 and 1")
         overrides[name.strip()] = number
     return overrides
-
-
-def parse_tag_names(text: str) -> list[str]:
-    """Comma- or line-separated tag names."""
-    return [name.strip() for name in re.split(r"[,\n]", text or "") if name.strip()]
 
 
 def _dtype(precision: str, device):
@@ -172,7 +168,7 @@ class RamTag:
             threshold=threshold if threshold > 0 else None,
             threshold_overrides=parse_threshold_overrides(threshold_overrides),
             top_k=top_k or None,
-            exclude=parse_tag_names(exclude),
+            exclude=split_tag_list(exclude),
         )
         text = "\n".join(", ".join(t.name for t in tags) for tags in results)
         data = [[{"tag": t.name, "score": round(t.score, 4)} for t in tags] for tags in results]

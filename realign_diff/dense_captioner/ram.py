@@ -34,6 +34,7 @@ from .. import checkpoint_file
 from .grounded_sam_io import missing_file_message, wrong_checkpoint_message
 from .imagenet import imagenet_normalize
 from .ram_head import TaggingHead, TaggingHeadConfig, reweight_label_embeddings
+from .scoring import normalize_tag
 from .swin import SWIN_B_224, SWIN_B_384, SWIN_L_224, SWIN_L_384, SwinConfig, SwinTransformer
 
 log = logging.getLogger("RealignDiff")
@@ -149,7 +150,7 @@ class RamTagger(nn.Module):
         if config.variant == "ram_plus":
             self.reweight_scale = nn.Parameter(torch.full((), REWEIGHT_SCALE_INIT))
         self.tag_names = list(tag_names)
-        self._index = {name.strip().lower(): i for i, name in enumerate(self.tag_names)}
+        self._index = {normalize_tag(name): i for i, name in enumerate(self.tag_names)}
         if class_thresholds is None:
             class_thresholds = torch.full((config.num_classes,), DEFAULT_THRESHOLD, device="cpu")
         class_thresholds = torch.as_tensor(class_thresholds, dtype=torch.float32, device="cpu").flatten()
@@ -209,7 +210,7 @@ class RamTagger(nn.Module):
 
     # ---- thresholds and tags ------------------------------------------------------------------------
     def tag_index(self, name: str) -> int:
-        index = self._index.get(str(name).strip().lower())
+        index = self._index.get(normalize_tag(name))
         if index is None:
             raise KeyError(name)
         return index

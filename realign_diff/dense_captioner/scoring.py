@@ -82,6 +82,12 @@ def normalize_tag(tag: str) -> str:
     return re.sub(r"\s+", " ", str(tag).replace("_", " ")).strip().lower()
 
 
+def split_tag_list(text: str) -> list[str]:
+    """Tags typed in a widget: separated by commas, semicolons, new lines or a period that ends a word
+    (GroundingDINO's ``cat . dog``); in order, without repeats (compared by ``normalize_tag``)."""
+    return unique_tags(t.strip() for t in re.split(r"[,;\n]|\.(?=\s|$)", text or ""))
+
+
 def unique_tags(tags) -> list[str]:
     """Tags without empty entries or duplicates (compared by ``normalize_tag``), first spelling kept."""
     seen, out = set(), []

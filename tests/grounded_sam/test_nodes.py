@@ -27,10 +27,11 @@ def test_masks_node_inputs_all_have_tooltips(pack):
 
 
 def test_tags_are_split_on_commas_periods_and_lines(pack):
-    from realign_pack.nodes.grounded_sam import parse_tags
+    from realign_pack.realign_diff.dense_captioner.scoring import split_tag_list
 
-    assert parse_tags("book, pen\nyellow pen. book ;; ") == ["book", "pen", "yellow pen"]
-    assert parse_tags("  ") == []
+    assert split_tag_list("book, pen\nyellow pen. book ;; ") == ["book", "pen", "yellow pen"]
+    assert split_tag_list("  ") == []
+    assert split_tag_list("Pen; pen\nPEN. cat . dog") == ["Pen", "cat", "dog"]  # one parser for every tag widget
 
 
 def test_masks_and_labels_batch_every_object_and_never_return_nothing(pack):
