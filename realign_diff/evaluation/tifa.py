@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..reward.image_prep import preprocess, to_bchw
+from ..reward.image_prep import to_bchw
 from .prompt_sets import Question
 
 # (images [B, 3, H, W] in [0, 1], question, choices) -> one chosen answer per image
@@ -58,23 +58,8 @@ class Blip2Vqa:
 
     @torch.no_grad()
     def free_form(self, pixels: torch.Tensor, question: str, choices: Sequence[str]) -> list[str]:
-        reward = self.reward
-        pixel_values = preprocess(pixels.to(reward.model_device), reward.image_stats, reward.model_dtype)
-        text_ids = reward.tokenizer(self.question_text(question, choices))["input_ids"]
-        ids = [reward.image_token] * reward.captioner.config.num_query_tokens + list(text_ids)
-        input_ids = torch.tensor([ids] * pixels.shape[0], dtype=torch.long, device=pixel_values.device)
-        out = reward.captioner.generate(
-            pixel_values=pixel_values,
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=self.max_new_tokens,
-            min_new_tokens=1,
-            num_beams=1,
-            do_sample=False,
-        )
-        if not reward.is_encoder_decoder and out.shape[1] >= input_ids.shape[1]:
-            out = out[:, input_ids.shape[1] :]  # decoder-only generate returns the prompt too
-        return [text.strip() for text in reward.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        text = self.question_text(question, choices)
+        return self.reward._generate(pixels, self.max_new_tokens, 1, text=text, do_sample=False)
 
     def choose(self, answer: str, choices: Sequence[str]) -> str:
         for choice in choices:

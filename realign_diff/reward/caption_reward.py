@@ -283,11 +283,16 @@ class CaptionReward(torch.nn.Module):
         return preprocess(pixels.to(self.model_device), self.image_stats, self.model_dtype)
 
     @torch.no_grad()
-    def _generate(self, pixels: torch.Tensor, max_new_tokens: int, num_beams: int, **generate_kwargs) -> list[str]:
+    def _generate(
+        self, pixels: torch.Tensor, max_new_tokens: int, num_beams: int, text: str = "", **generate_kwargs
+    ) -> list[str]:
+        """Greedy or beam-searched text for each image; ``text`` (e.g. a VQA question) follows the image tokens."""
         pixel_values = self._pixel_values(pixels)
-        input_ids = torch.tensor(
-            [self.prefix_ids] * pixel_values.shape[0], dtype=torch.long, device=pixel_values.device
-        )
+        prefix = self.prefix_ids
+        if text:
+            queries = [self.image_token] * int(self.captioner.config.num_query_tokens)
+            prefix = queries + list(self.tokenizer(text)["input_ids"])
+        input_ids = torch.tensor([prefix] * pixel_values.shape[0], dtype=torch.long, device=pixel_values.device)
         generate_kwargs.setdefault("min_new_tokens", 1)
         out = self.captioner.generate(
             pixel_values=pixel_values,
