@@ -161,6 +161,36 @@ TINY_UNET = {
 }
 
 
+def cli_args(base, prompts, blip2_dirs, output, **flags) -> list[str]:
+    """``training/refl.py`` arguments for a tiny run: the test models, 16 px, 4 rollout steps, a large learning rate
+    and reward weight (so a few steps move the weights), on the CPU; ``flags`` (``max_steps=2``,
+    ``keep_best=False`` for ``--no-keep-best``) add to or override them."""
+    captioner, text_encoder = blip2_dirs
+    flags = {
+        "base": base,
+        "prompts": prompts,
+        "output": output,
+        "captioner": captioner,
+        "text_encoder": text_encoder,
+        "resolution": 16,
+        "num_inference_steps": 4,
+        "refl_step_min": 2,
+        "refl_step_max": 3,
+        "learning_rate": "1e-3",
+        "reward_weight": 1,
+        "device": "cpu",
+        "progress_bar": False,
+    } | flags
+    args = []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True or value is False:
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 def write_tiny_sd1_checkpoint(path: str | Path, seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
     """A random SD-1-layout checkpoint with a tiny UNet, CLIP and VAE (a few MB; not loadable by ComfyUI)."""
     import copy

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from realign_diff import sd15_keys
 from realign_diff.refl.scorer import load_caption_reward
 from realign_diff.refl.trainer import ReFLTrainer
-from realign_testkit.refl import tiny_config
+from realign_testkit.refl import cli_args, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,50 +51,10 @@ def test_prompt_likelihood_term_alone_also_reaches_the_unet(tmp_path, tiny_base,
 
 
 def test_cli_trains_two_steps_with_blip2_folders(tmp_path, tiny_base, prompts_file, blip2_dirs):
-    captioner, text_encoder = blip2_dirs
     out = tmp_path / "refl.safetensors"
-    command = [
-        sys.executable,
-        str(ROOT / "training" / "refl.py"),
-        "--base",
-        str(tiny_base),
-        "--prompts",
-        str(prompts_file),
-        "--output",
-        str(out),
-        "--captioner",
-        str(captioner),
-        "--text-encoder",
-        str(text_encoder),
-        "--resolution",
-        "16",
-        "--num-inference-steps",
-        "4",
-        "--refl-step-min",
-        "2",
-        "--refl-step-max",
-        "3",
-        "--gradient-accumulation-steps",
-        "1",
-        "--max-steps",
-        "2",
-        "--validation-split",
-        "0.25",
-        "--validation-steps",
-        "1",
-        "--validation-batch-size",
-        "2",
-        "--checkpointing-steps",
-        "1",
-        "--learning-rate",
-        "1e-3",
-        "--reward-weight",
-        "1",
-        "--device",
-        "cpu",
-        "--no-progress-bar",
-        "--gradient-checkpointing",
-    ]
+    flags = dict(gradient_accumulation_steps=1, max_steps=2, validation_split=0.25, validation_steps=1)
+    args = cli_args(tiny_base, prompts_file, blip2_dirs, out, validation_batch_size=2, checkpointing_steps=1, **flags)
+    command = [sys.executable, str(ROOT / "training" / "refl.py"), *args, "--gradient-checkpointing"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "***** Running training *****" in result.stderr and "done: 2 steps" in result.stdout

@@ -11,64 +11,17 @@ import pytest
 import torch
 
 from realign_diff.refl import saving
-from realign_testkit.refl import assert_same_run
+from realign_testkit.refl import assert_same_run, cli_args
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 
 
 def _command(tiny_base, prompts_file, blip2_dirs, output, *extra):
-    captioner, text_encoder = blip2_dirs
-    return [
-        sys.executable,
-        str(ROOT / "training" / "refl.py"),
-        "--base",
-        str(tiny_base),
-        "--prompts",
-        str(prompts_file),
-        "--output",
-        str(output),
-        "--captioner",
-        str(captioner),
-        "--text-encoder",
-        str(text_encoder),
-        "--resolution",
-        "16",
-        "--num-inference-steps",
-        "4",
-        "--refl-step-min",
-        "2",
-        "--refl-step-max",
-        "3",
-        "--gradient-accumulation-steps",
-        "2",
-        "--max-steps",
-        str(STEPS),
-        "--validation-split",
-        "0.25",
-        "--validation-steps",
-        "2",
-        "--checkpointing-steps",
-        "1",
-        "--checkpoints-total-limit",
-        "2",
-        "--learning-rate",
-        "1e-3",
-        "--reward-weight",
-        "1",
-        "--lr-warmup-steps",
-        "2",
-        "--save-dtype",
-        "fp32",
-        "--seed",
-        "7",
-        "--device",
-        "cpu",
-        "--no-keep-best",
-        "--no-tensorboard",
-        "--no-progress-bar",
-        *extra,
-    ]
+    flags = dict(gradient_accumulation_steps=2, max_steps=STEPS, validation_split=0.25, validation_steps=2)
+    flags |= dict(checkpointing_steps=1, checkpoints_total_limit=2, lr_warmup_steps=2, save_dtype="fp32", seed=7)
+    args = cli_args(tiny_base, prompts_file, blip2_dirs, output, keep_best=False, tensorboard=False, **flags)
+    return [sys.executable, str(ROOT / "training" / "refl.py"), *args, *extra]
 
 
 def _env():

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from realign_diff.refl import saving
-from realign_testkit.refl import assert_same_run
+from realign_testkit.refl import assert_same_run, cli_args
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 3
@@ -29,57 +29,10 @@ MAX_DIFFERENCE, MEAN_DIFFERENCE = STEPS * 1e-3, 1e-3
 
 
 def _args(tiny_base, prompts_file, blip2_dirs, output, *extra):
-    captioner, text_encoder = blip2_dirs
-    return [
-        "--base",
-        str(tiny_base),
-        "--prompts",
-        str(prompts_file),
-        "--output",
-        str(output),
-        "--captioner",
-        str(captioner),
-        "--text-encoder",
-        str(text_encoder),
-        "--resolution",
-        "16",
-        "--num-inference-steps",
-        "4",
-        "--refl-step-min",
-        "1",
-        "--refl-step-max",
-        "3",
-        "--total-batch-size",
-        "4",
-        "--max-steps",
-        str(STEPS),
-        "--validation-split",
-        "0.25",
-        "--validation-steps",
-        "2",
-        "--checkpointing-steps",
-        "1",
-        "--checkpoints-total-limit",
-        "2",
-        "--learning-rate",
-        "1e-3",
-        "--reward-weight",
-        "1",
-        "--baseline",
-        "ema",
-        "--save-dtype",
-        "fp32",
-        "--seed",
-        "5",
-        "--device",
-        "cpu",
-        "--no-keep-best",
-        "--no-tensorboard",
-        "--no-progress-bar",
-        "--process-timeout",
-        "120",
-        *extra,
-    ]
+    flags = dict(refl_step_min=1, total_batch_size=4, max_steps=STEPS, validation_split=0.25, validation_steps=2)
+    flags |= dict(checkpointing_steps=1, checkpoints_total_limit=2, baseline="ema", save_dtype="fp32", seed=5)
+    flags |= dict(keep_best=False, tensorboard=False, process_timeout=120)
+    return [*cli_args(tiny_base, prompts_file, blip2_dirs, output, **flags), *extra]
 
 
 def _launch(processes, args, **popen):
