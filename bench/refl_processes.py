@@ -1,42 +1,29 @@
-"""One process against two (torchrun, gloo on CPU) for the same ReFL run: step time and how far the weights differ.
+"""One process against two (DDP through torchrun, and FSDP2 through accelerate launch; gloo on CPU) for the same
+ReFL run: step time and how far the trained weights differ.
 
-    python bench/refl_processes.py [--steps 3] [--rounds 2] [--resolution 16]
+    python bench/refl_processes.py [--steps 4] [--rounds 2] [--resolution 16]
 
 The real CLI (``training/refl.py``) trains the tiny test checkpoint against the tiny random BLIP-2 reward with an
-effective batch of 4: ``1 process x 4`` and ``2 processes x 2``, alternating, ``--rounds`` times each. Printed: the
-median optimizer-step time of each (from ``metrics.csv``, the first step left out as warm-up), their ratio, and
-the largest and mean difference of the trained weights. On a 2-core CPU this checks the multi-process path, not a
-speed-up: two processes share the cores and add an all-reduce per step.
+effective batch of 4: ``1 process x 4``, ``2 processes x 2`` (DDP) and ``2 processes x 2`` sharded with the
+shipped ``training/accelerate/fsdp.yaml``, in turn, ``--rounds`` times each. Printed: the median optimizer-step
+time of each (from ``metrics.csv``, the first step left out as warm-up), their ratios to one process, and the
+largest and mean difference of the trained weights from one process's. On a 2-core CPU this checks the
+multi-process paths, not a speed-up: two processes share the cores, DDP adds an all-reduce per step and FSDP
+an all-gather per layer and UNet call. Accelerate shards only on GPUs; the FSDP variant runs through the test
+kit's ``fsdp_on_cpu`` launcher, which lifts that one gate.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-
-def _command(processes: int, args: list[str]) -> list[str]:
-    script = str(ROOT / "training" / "refl.py")
-    if processes == 1:
-        return [sys.executable, script, *args]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-        script,
-        *args,
-    ]
 
 
 def _step_seconds(run_dir: Path) -> list[float]:
@@ -47,7 +34,7 @@ def _step_seconds(run_dir: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per run")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant, in turn")
     parser.add_argument("--resolution", type=int, default=16)
     args = parser.parse_args()
 
@@ -55,78 +42,37 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from realign_testkit.blip2 import write_tiny_blip2
-    from realign_testkit.refl import write_prompts, write_tiny_sd1_checkpoint
+    from realign_testkit.refl import cli_args, write_prompts, write_tiny_sd1_checkpoint
+    from realign_testkit.refl_launch import run
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = write_tiny_sd1_checkpoint(tmp / "base.safetensors")
-        captioner, text_encoder = write_tiny_blip2(tmp / "blip2")
-        common = [
-            "--base",
-            str(base),
-            "--prompts",
-            str(write_prompts(tmp / "p.txt")),
-            "--captioner",
-            str(captioner),
-            "--text-encoder",
-            str(text_encoder),
-            "--resolution",
-            str(args.resolution),
-            "--num-inference-steps",
-            "4",
-            "--refl-step-min",
-            "1",
-            "--refl-step-max",
-            "3",
-            "--total-batch-size",
-            "4",
-            "--max-steps",
-            str(args.steps),
-            "--validation-split",
-            "0",
-            "--checkpointing-steps",
-            "0",
-            "--learning-rate",
-            "1e-3",
-            "--reward-weight",
-            "1",
-            "--save-dtype",
-            "fp32",
-            "--device",
-            "cpu",
-            "--no-tensorboard",
-            "--no-progress-bar",
-        ]
-        variants = {"1 process x 4": (1, "4"), "2 processes x 2": (2, "2")}
+        blip2_dirs = write_tiny_blip2(tmp / "blip2")
+        prompts = write_prompts(tmp / "p.txt")
+        flags = dict(resolution=args.resolution, refl_step_min=1, total_batch_size=4, max_steps=args.steps)
+        flags |= dict(validation_split=0, checkpointing_steps=0, save_dtype="fp32", tensorboard=False)
+        variants = {"1 process x 4": (1, 4, "ddp"), "2 DDP x 2": (2, 2, "ddp"), "2 FSDP x 2": (2, 2, "fsdp")}
         seconds = {name: [] for name in variants}
         outputs = {}
         for round_ in range(args.rounds):
-            for name, (processes, batch) in variants.items():
-                output = tmp / f"{processes}-{round_}.safetensors"
-                run = subprocess.run(
-                    _command(processes, [*common, "--train-batch-size", batch, "--output", str(output)]),
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
-                if run.returncode:
-                    sys.exit(f"{name} failed:\n{run.stdout[-2000:]}{run.stderr[-3000:]}")
+            for i, (name, (processes, batch, engine)) in enumerate(variants.items()):
+                output = tmp / f"{i}-{round_}.safetensors"
+                run(processes, cli_args(base, prompts, blip2_dirs, output, train_batch_size=batch, **flags), engine)
                 seconds[name] += _step_seconds(output.with_name(output.stem + "-run"))
                 outputs[name] = load_file(str(output))
 
-    one, two = outputs["1 process x 4"], outputs["2 processes x 2"]
-    diff = torch.cat([(one[k].float() - two[k].float()).flatten() for k in one]).abs()
     print(
         f"tiny SD-1 UNet, tiny BLIP-2, {args.resolution} px, effective batch 4, {args.steps} steps x {args.rounds} "
         f"runs each (median step, first step of each run left out)"
     )
-    print(f"{'variant':18s} {'step s':>8s}")
+    one = outputs["1 process x 4"]
     median = {name: statistics.median(values) for name, values in seconds.items()}
+    print(f"{'variant':16s} {'step s':>8s} {'vs 1':>6s} {'max diff':>9s} {'mean diff':>9s}")
     for name, value in median.items():
-        print(f"{name:18s} {value:8.3f}")
-    print(f"2 processes / 1 process: step time x{median['2 processes x 2'] / median['1 process x 4']:.2f}")
-    print(f"trained weights, 2 processes vs 1: largest difference {diff.max():.2e}, mean {diff.mean():.2e}")
+        diff = torch.cat([(one[k].float() - outputs[name][k].float()).flatten() for k in one]).abs()
+        ratio = value / median["1 process x 4"]
+        print(f"{name:16s} {value:8.3f} {ratio:5.2f}x {diff.max():9.2e} {diff.mean():9.2e}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """The trainer's processes, on Hugging Face Accelerate: one, or N launched by ``accelerate launch`` / ``torchrun``.
 
 Accelerate starts the process group (NCCL on GPUs, gloo on CPUs, with our timeout), wraps the trained module
-in DDP (or FSDP / DeepSpeed from an accelerate config) and gives the device of each process. What is ours:
-the reductions the trainer needs (means of logged numbers, "did any process see a non-finite loss"),
-gradient sync only on the last backward of an optimizer step, and the one-writer rule (``is_main``).
+in DDP, or shards it with FSDP2 when the accelerate config asks for FSDP, and gives the device of each process.
+What is ours: the reductions the trainer needs (means of logged numbers, "did any process see a non-finite
+loss"), gradient sync only on the last backward of an optimizer step, and the one-writer rule (``is_main``).
+
+Under FSDP every process holds a shard of the UNet and of its optimizer state: gathering them into whole
+weights for a file, and every UNet forward, are collective, so all processes make the same calls in the same
+order (the trainer keeps its rollouts in step for that), and gradients are reduce-scattered at every backward
+(accumulating unsharded gradients would cost the memory FSDP is there to save).
 """
 
 from __future__ import annotations
@@ -36,14 +41,8 @@ class Processes:
         # mixed precision stays the trainer's (--mixed-precision): the rollout runs on the plain UNet and the
         # frozen models' dtypes follow it, which Accelerate's model wrapper would not know about
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=handlers)
-        if self.engine in ("FSDP", "DEEPSPEED"):
-            from .config import ConfigError
-
-            raise ConfigError(
-                f"the accelerate config asks for {self.engine}, which the trainer does not support yet "
-                "(its checkpoints are written from whole weights): use a multi-GPU (DDP) config, and "
-                "--lora, --gradient-checkpointing or --use-8bit-adam to fit the UNet"
-            )
+        _check_engine(self.accelerator, self.engine)
+        self.sharded = self.engine == "FSDP"
         self.count = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
@@ -55,15 +54,59 @@ class Processes:
     def engine(self) -> str:
         return str(self.accelerator.distributed_type).replace("DistributedType.", "")
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        """The trained module as the engine runs it (DDP across processes; itself in one process)."""
+    def prepare(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.nn.Module:
+        """The trained module as the engine runs it: DDP across processes, itself in one process, or sharded in
+        place by FSDP2 (which also swaps ``optimizer``'s parameters for their shards)."""
+        if self.sharded:
+            # the optimizer stays ours: AcceleratedOptimizer's step bookkeeping belongs to accelerator.accumulate
+            model, _ = self.accelerator.prepare(module, optimizer)
+            return model
         return self.accelerator.prepare_model(module, device_placement=False)
 
     def grad_sync(self, module: torch.nn.Module, sync: bool):
-        """Gradients are all-reduced only in the backward of a forward made with ``sync`` True."""
-        if sync or not self.distributed:
+        """Gradients are all-reduced only in the backward of a forward made with ``sync`` True (under FSDP at
+        every backward, into the shards)."""
+        if sync or not self.distributed or self.sharded:
             return contextlib.nullcontext()
         return self.accelerator.no_sync(module)
+
+    # --- whole weights and optimizer state (collective under FSDP: every process calls them) -----------------
+
+    def full_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``module``'s whole weights: under FSDP gathered onto the main process (the others get {})."""
+        if not self.sharded:
+            return module.state_dict()
+        with self.failures("gathering the sharded weights"):
+            return self.accelerator.get_state_dict(module)
+
+    def load_state_dict(self, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Whole weights into ``module`` (under FSDP each process keeps its shard of them)."""
+        if not self.sharded:
+            module.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        with self.failures("loading the sharded weights"):
+            set_model_state_dict(module, tensors, options=StateDictOptions(full_state_dict=True))
+
+    def optimizer_state(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimizer's whole state (under FSDP keyed by parameter name and gathered onto the main process)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        with self.failures("gathering the sharded optimizer state"):
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_optimizer_state_dict(module, optimizer, options=options)
+
+    def load_optimizer_state(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        with self.failures("loading the sharded optimizer state"):
+            set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     # --- reductions (every process calls them, in the same order) ------------------------------------------
 
@@ -80,6 +123,11 @@ class Processes:
             return flag
         tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
         return bool(self._collective(lambda: self.accelerator.reduce(tensor, reduction="sum")).item() > 0)
+
+    def max(self, value: int) -> int:
+        if not self.distributed:
+            return value
+        return max(self.gather([value]))
 
     def gather(self, items: list) -> list:
         """Every process's list, concatenated in rank order, on every process."""
@@ -140,6 +188,23 @@ _COMMUNICATION_ERRORS = (
 
 def _is_communication_failure(exc: BaseException) -> bool:
     return isinstance(exc, torch.distributed.DistError) or any(m in str(exc).lower() for m in _COMMUNICATION_ERRORS)
+
+
+def _check_engine(accelerator, engine: str) -> None:
+    from .config import ConfigError
+
+    if engine == "DEEPSPEED":
+        raise ConfigError(
+            "the accelerate config asks for DeepSpeed, which the trainer does not support: for a UNet and optimizer "
+            "that do not fit one GPU use FSDP (training/accelerate/fsdp.yaml shards weights, gradients and "
+            "optimizer state like ZeRO-3); else a multi-GPU (DDP) config with --lora, --gradient-checkpointing "
+            "or --use-8bit-adam"
+        )
+    if engine == "FSDP" and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise ConfigError(
+            "the accelerate config asks for FSDP version 1; the trainer shards with FSDP2: set `fsdp_version: 2` "
+            "in its fsdp_config (see training/accelerate/fsdp.yaml)"
+        )
 
 
 def _local(device: torch.device, processes: Processes) -> torch.device:

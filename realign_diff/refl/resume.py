@@ -54,12 +54,20 @@ def run_facts(plan: BatchPlan) -> dict[str, int]:
     }
 
 
-def check_resumable(state: dict, config: TrainConfig, plan: BatchPlan, path: Path) -> list[str]:
-    """Raise ConfigError when ``config`` cannot continue the checkpoint's run; else the notes to log."""
+def check_resumable(state: dict, config: TrainConfig, plan: BatchPlan, path: Path, sharded: bool) -> list[str]:
+    """Raise ConfigError when ``config`` cannot continue the checkpoint's run; else the notes to log.
+    ``sharded``: this run shards the UNet with FSDP."""
     if "samples_seen" not in state or "run" not in state:
         raise ConfigError(
             f"{path} was written by an earlier version of the trainer and cannot be resumed exactly: "
             "start a new run (its weights are in trainable.safetensors)"
+        )
+    if state.get("sharded", False) != sharded:
+        kinds = ("an FSDP (sharded)", "a DDP or one-process")
+        written, this = kinds if state.get("sharded", False) else kinds[::-1]
+        raise ConfigError(
+            f"{path} was written by {written} run and this is {this} run: their optimizer states are laid out "
+            "differently; resume with the kind of accelerate config the run started with (any process count)"
         )
     saved, facts = json.loads(state["config"]), json.loads(state["run"])
     changed = [

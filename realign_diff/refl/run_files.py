@@ -1,7 +1,9 @@
 """What a ReFL run writes: resumable checkpoints, the best weights, settings.json and the output file.
 
 A mixin of :class:`realign_diff.refl.trainer.ReFLTrainer`: only its main process writes; every process reads a
-checkpoint to resume, after the main one finished writing it.
+checkpoint to resume, after the main one finished writing it. Under FSDP the whole weights and optimizer state
+are gathered from the shards first, which every process takes part in, so the methods that gather are called
+on every process.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ class RunFiles:
     # --- checkpoints --------------------------------------------------------------------------------------
 
     def _trainable_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().float().cpu() for k, v in self.trainable.state_dict().items()}
+        """Every process calls it; under FSDP only the main one gets the tensors."""
+        return {k: v.detach().float().cpu() for k, v in self.processes.full_state_dict(self.trainable).items()}
 
     def training_state(self) -> dict:
+        """Every process calls it (see :meth:`_trainable_tensors`)."""
         state = {
             "global_step": self.global_step,
             "samples_seen": self.samples_seen,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.processes.optimizer_state(self.trainable, self.optimizer),
+            "sharded": self.processes.sharded,  # FSDP's optimizer state is keyed by name, DDP's by position
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "baseline": self.baseline.state_dict(),
@@ -45,13 +50,10 @@ class RunFiles:
     def save_checkpoint(self) -> Path | None:
         """The main process writes ``checkpoint-N``; every process waits until it is complete."""
         path = None
+        tensors, state = self._trainable_tensors(), self.training_state()
         if self.processes.is_main:
             path = saving.save_training_checkpoint(
-                self.run_dir,
-                self.global_step,
-                self._trainable_tensors(),
-                self.training_state(),
-                self.config.checkpoints_total_limit,
+                self.run_dir, self.global_step, tensors, state, self.config.checkpoints_total_limit
             )
             self._checkpointed_best = self.best_step  # what a resume from this checkpoint will look for
             self._prune_best()
@@ -80,10 +82,10 @@ class RunFiles:
             self._log(logging.INFO, "--resume latest: no checkpoint-N in %s, starting a new run", self.run_dir)
             return False
         tensors, state = saving.load_training_checkpoint(path)
-        for note in check_resumable(state, self.config, self.plan, path):
+        for note in check_resumable(state, self.config, self.plan, path, self.processes.sharded):
             self._log(logging.WARNING, "%s", note)
-        self.trainable.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.processes.load_state_dict(self.trainable, tensors)
+        self.processes.load_optimizer_state(self.trainable, self.optimizer, state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.baseline.load_state_dict(state["baseline"])
@@ -119,13 +121,21 @@ class RunFiles:
         return meta
 
     def write_output(self) -> Path:
+        """Every process calls it (the last weights may have to be gathered); the main one writes the file."""
         c = self.config
         step = self.global_step
         best = self._best_path(self.best_step) if self.best_step is not None else None
-        if c.keep_best and best is not None and best.is_file():
+        # the main process's answer on every process ("any" of it and False elsewhere): the best file is its own
+        use_best = c.keep_best and best is not None and self.processes.any(self.processes.is_main and best.is_file())
+        if use_best:
             from safetensors.torch import load_file
 
-            self.trainable.load_state_dict({k: v.to(self.device) for k, v in load_file(str(best)).items()})
+            tensors = load_file(str(best)) if self.processes.is_main else {}
+        else:
+            tensors = self._trainable_tensors()
+        if not self.processes.is_main:
+            return Path(c.output)
+        if use_best:
             step = self.best_step
             log.info("writing the best weights (step %d, validation reward %.4f)", step, self.best_reward)
         elif c.keep_best and best is not None:
@@ -138,6 +148,7 @@ class RunFiles:
         dtype = dtype_of(c.save_dtype)
         meta = self.output_metadata(step)
         if self.lora is not None:
+            self.lora.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})
             meta.update(
                 {
                     "ss_network_module": "networks.lora",
@@ -148,7 +159,7 @@ class RunFiles:
             )
             path = saving.atomic_save_safetensors(self.lora.kohya_state_dict(dtype), c.output, meta)
         else:
-            tensors = saving.unet_to_checkpoint_tensors(self.unet.state_dict(), self.unet_config, dtype)
+            tensors = saving.unet_to_checkpoint_tensors(tensors, self.unet_config, dtype)
             path = saving.write_checkpoint_with_unet(c.base, c.output, tensors, meta)
         log.info("wrote %s", path)
         return path

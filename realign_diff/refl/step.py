@@ -91,14 +91,21 @@ def predict_noise(unet, x: torch.Tensor, timestep, conditioning: Conditioning) -
 
 @torch.no_grad()
 def rollout(
-    unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index, autocast=None
+    unet, ddim: DDIM, latents: torch.Tensor, conditioning: Conditioning, stop_index, autocast=None, calls: int = 0
 ) -> torch.Tensor:
     """x at rollout step ``stop_index`` (one for all, or a [B] tensor, one per sample): the DDIM steps before
-    it, without gradient. A sample whose stop is reached leaves the UNet's batch."""
+    it, without gradient. A sample whose stop is reached leaves the UNet's batch.
+
+    ``calls``: call the UNet at least that often (a sharded UNet's processes must all call it alike); a call
+    with no sample left runs on the first one and is thrown away."""
     stops = torch.as_tensor(stop_index).expand(latents.shape[0]).cpu()
     x = latents.clone()
-    for index in range(int(stops.max()) if len(stops) else 0):
+    for index in range(max(int(stops.max()) if len(stops) else 0, calls)):
         rows = (stops > index).nonzero().squeeze(1)
+        if not len(rows):
+            with autocast or contextlib.nullcontext():
+                predict_noise(unet, x[:1], ddim.timesteps[index], conditioning.select(torch.zeros(1, dtype=torch.long)))
+            continue
         with autocast or contextlib.nullcontext():
             eps = predict_noise(unet, x[rows], ddim.timesteps[index], conditioning.select(rows))
         x[rows] = ddim.step(x[rows], eps, index)

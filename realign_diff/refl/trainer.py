@@ -90,6 +90,8 @@ class ReFLTrainer(RunFiles):
         )
         for note in self.precision.notes:
             self._log(logging.WARNING, "%s", note)
+        if self.processes.sharded:
+            _check_sharded(config, self.precision.loss_scaling)
         # 2**12 rather than torch's 2**16: every step skipped while the scale comes down costs a whole
         # accumulation of rollouts, and ReFL's gradients are small (lambda = 1e-3) anyway
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**12, enabled=self.precision.loss_scaling)
@@ -184,12 +186,11 @@ class ReFLTrainer(RunFiles):
                 torch.manual_seed(c.seed)
                 self.lora = UNetLoRA(self.unet, c.lora, c.resolved_lora_alpha()).to(self.device, torch.float32)
             self.trainable: torch.nn.Module = self.lora
-            self.model = self.processes.wrap(WithLoRA(self.unet, self.lora))
+            self.model: torch.nn.Module = WithLoRA(self.unet, self.lora)
         else:
             self.lora = None
             self.unet.to(self.device, torch.float32).requires_grad_(True)
-            self.trainable = self.unet
-            self.model = self.processes.wrap(self.unet)
+            self.trainable = self.model = self.unet
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
@@ -198,7 +199,6 @@ class ReFLTrainer(RunFiles):
     def _build_optimizer(self) -> None:
         c = self.config
         params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.params = params
         kwargs = dict(
             lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.adam_weight_decay, eps=c.adam_epsilon
         )
@@ -210,6 +210,8 @@ class ReFLTrainer(RunFiles):
             self.optimizer = bnb.optim.AdamW8bit(params, **kwargs)
         else:
             self.optimizer = torch.optim.AdamW(params, **kwargs)
+        self.model = self.processes.prepare(self.model, self.optimizer)
+        self.params = [p for p in self.trainable.parameters() if p.requires_grad]  # FSDP2: now the shards
         warmup = c.lr_warmup_steps
         # not handed to Accelerate: its scheduler wrapper steps once per process
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -248,7 +250,9 @@ class ReFLTrainer(RunFiles):
         samples = list(range(len(prompts))) if samples is None else samples
         conditioning = self._conditioning(prompts)
         index = draws.integers(c.refl_step_min, c.refl_step_max, c.seed, step, samples, "refl_step")
-        x_t = rollout(self.unet, self.ddim, self._noise(step, samples), conditioning, index, self._autocast())
+        # a sharded UNet's forward is collective: every process makes as many calls as the longest rollout
+        calls = self.processes.max(int(index.max())) if self.processes.sharded else 0
+        x_t = rollout(self.unet, self.ddim, self._noise(step, samples), conditioning, index, self._autocast(), calls)
         with self._autocast(), self.processes.grad_sync(self.model, sync):
             eps = predict_noise(self.model, x_t, self.ddim.timesteps[index], conditioning)
         x0 = self.ddim.predict_x0(x_t, eps, index)
@@ -374,6 +378,8 @@ class ReFLTrainer(RunFiles):
         c = self.config
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor, the same on every process
+            norm = norm.full_tensor()
         metrics = {"grad_norm": norm.item(), "skipped": 0}
         if not math.isfinite(metrics["grad_norm"]) and not self.scaler.is_enabled():
             self._log(
@@ -404,6 +410,9 @@ class ReFLTrainer(RunFiles):
         every time), the prompts shared out among the processes and the rewards gathered."""
         c = self.config
         mine = list(range(self.processes.rank, len(self.val_prompts), self.processes.count))
+        if self.processes.sharded:  # the same number of (collective) rollouts on every process; repeats drop out
+            share = -(-len(self.val_prompts) // self.processes.count)
+            mine += [mine[-1] if mine else 0] * (share - len(mine))
         scored = []
         for start in range(0, len(mine), c.validation_batch_size):
             indices = mine[start : start + c.validation_batch_size]
@@ -495,12 +504,12 @@ class ReFLTrainer(RunFiles):
                 bar.close()
             self.metrics.plot_reward_curve()
         self._log(logging.INFO, "trained %d steps in %.1f s", self.global_step, time.time() - start)
-        if self.processes.distributed:
+        if self.processes.distributed and not self.processes.sharded:  # sharded weights exist once: no copies
             digest = self.processes.check_identical(self.trainable, "trained weights")
             self._log(
                 logging.INFO, "trained weights identical on all %d processes (digest %s)", self.processes.count, digest
             )
-        output = self.write_output() if self.processes.is_main else Path(c.output)
+        output = self.write_output()
         self.processes.barrier("the output file")
         self.metrics.close()
         return TrainResult(output, self.global_step, self.best_step, self.best_reward, stopped_early, self.run_dir)
@@ -511,9 +520,11 @@ class ReFLTrainer(RunFiles):
         metrics["validation_reward"] = reward
         if self.best_reward is None or reward > self.best_reward:
             self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
+            if c.keep_best:
+                tensors = self._trainable_tensors()  # collective under FSDP
             if c.keep_best and self.processes.is_main:
                 saving.atomic_save_safetensors(
-                    self._trainable_tensors(),
+                    tensors,
                     self._best_path(self.global_step),
                     {"step": str(self.global_step), "validation_reward": str(reward)},
                 )
@@ -540,6 +551,25 @@ class ReFLTrainer(RunFiles):
             )
             return True
         return False
+
+
+def _check_sharded(config: TrainConfig, loss_scaling: bool) -> None:
+    """What FSDP sharding cannot be combined with, and what to use instead."""
+    if config.lora:
+        raise ConfigError(
+            "--lora with an FSDP accelerate config: LoRA trains a few million weights, which every GPU holds "
+            "easily: use a multi-GPU (DDP) config, or drop --lora to shard a full fine-tuning"
+        )
+    if config.use_8bit_adam:
+        raise ConfigError(
+            "--use-8bit-adam with an FSDP accelerate config: FSDP already shards the optimizer state across the "
+            "GPUs; drop --use-8bit-adam (or use a DDP config to keep it)"
+        )
+    if loss_scaling:
+        raise ConfigError(
+            "fp16 with an FSDP accelerate config: fp16 needs loss scaling, which the trainer does not do on sharded "
+            "gradients; use --mixed-precision bf16 (A100, H100 and newer), or a DDP config for fp16"
+        )
 
 
 def _progress(enabled: bool, total: int, initial: int):

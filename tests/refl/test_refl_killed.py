@@ -5,15 +5,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from realign_diff.refl import saving
 from realign_testkit.refl import assert_same_run, cli_args
+from realign_testkit.refl_launch import command, one_thread_env
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 
 
@@ -21,11 +20,7 @@ def _command(tiny_base, prompts_file, blip2_dirs, output, *extra):
     flags = dict(gradient_accumulation_steps=2, max_steps=STEPS, validation_split=0.25, validation_steps=2)
     flags |= dict(checkpointing_steps=1, checkpoints_total_limit=2, lr_warmup_steps=2, save_dtype="fp32", seed=7)
     args = cli_args(tiny_base, prompts_file, blip2_dirs, output, keep_best=False, tensorboard=False, **flags)
-    return [sys.executable, str(ROOT / "training" / "refl.py"), *args, *extra]
-
-
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread: bit-for-bit repeatable sums
+    return command(1, [*args, *extra])
 
 
 def _dead_pid() -> int:
@@ -42,14 +37,14 @@ def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env(),
+        env=one_thread_env(),
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     output, run_dir = tmp_path / "b.safetensors", tmp_path / "b-run"
     victim = subprocess.Popen(
         _command(tiny_base, prompts_file, blip2_dirs, output),
-        env=_env(),
+        env=one_thread_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,7 +72,7 @@ def test_run_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env(),
+        env=one_thread_env(),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / f'checkpoint-{steps[-1]}'} at step {steps[-1]}" in resumed.stderr

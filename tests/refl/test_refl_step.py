@@ -52,6 +52,19 @@ def test_rollout_with_one_stop_per_sample_equals_separate_rollouts():
         )
         assert torch.allclose(together[row], alone[0], atol=1e-6)
 
+    class Counting(Toy):  # a sharded UNet's processes must make the same calls: ``calls`` pads the rollout
+        calls = 0
+
+        def forward(self, x, t, encoder_hidden_states):
+            Counting.calls += 1
+            return super().forward(x, t, encoder_hidden_states)
+
+    padded = rollout(Counting(), ddim, noise, Conditioning(cond, uncond, 3.0), stops, calls=5)
+    assert Counting.calls == 5 and torch.equal(padded, together)
+    Counting.calls = 0
+    rollout(Counting(), ddim, noise, Conditioning(cond, uncond, 3.0), torch.tensor([1, 2, 0]), calls=4)
+    assert Counting.calls == 4  # two real steps, then two thrown away
+
 
 def test_surrogate_value_is_the_hinge_and_its_gradient_the_score_function():
     rewards = torch.tensor([0.2, 0.9, 0.5])

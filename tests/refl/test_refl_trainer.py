@@ -333,8 +333,8 @@ def test_resume_on_another_process_count_says_what_changes():
 
     config = TrainConfig(base="b", prompts="p", output="o.safetensors", train_batch_size=2, total_batch_size=8)
     state = {"samples_seen": 16, "config": config.to_json(), "run": json.dumps(run_facts(config.batch_plan(2)))}
-    assert check_resumable(state, config, config.batch_plan(2), "ckpt") == []
-    notes = check_resumable(state, config, config.batch_plan(4), "ckpt")
+    assert check_resumable(state, config, config.batch_plan(2), "ckpt", False) == []
+    notes = check_resumable(state, config, config.batch_plan(4), "ckpt", False)
     assert len(notes) == 1 and "resuming a run of 2 process(es) x 2 per micro-batch on 4 x 2" in notes[0]
     assert "effective batch stays 8" in notes[0] and "not bit-identical" in notes[0]
 
