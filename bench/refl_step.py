@@ -52,7 +52,7 @@ def _status_kb(field: str) -> int:
 
 
 class PeakMemory:
-    """Peak memory of a block, in MiB, above what was in use when it started."""
+    """Peak memory of a block, in MiB: ``mib`` above what was in use when it started, ``peak_mib`` in all."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -74,9 +74,10 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+            self.peak_mib = torch.cuda.max_memory_allocated() / 2**20
         else:
-            self.mib = (_status_kb("VmHWM") * 1024 - self.start) / 2**20
+            self.peak_mib = _status_kb("VmHWM") / 2**10
+        self.mib = self.peak_mib - self.start / 2**20
 
 
 def plain_step(trainer: ReFLTrainer) -> None:

@@ -12,6 +12,7 @@ block), so with λ = 0 the output is exactly ComfyUI's.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,7 +94,9 @@ class RealignReplace:
         self.modulated_blocks: set[tuple] = set()
         self.modulated_calls = 0
         self.modulated_rows = 0
-        self.strengths: list[tuple[float, float]] = []
+        # (σ, λ_t) of the latest model calls, for tests and recorders; bounded, as a cached patched model is
+        # sampled again and again
+        self.strengths: deque[tuple[float, float]] = deque(maxlen=4096)
         self._maps: dict[tuple, ModulationMaps] = {}
         self._strength_of: tuple[object, float] = (None, 0.0)  # (the sigmas tensor of the current call, λ_t)
         self._warned: set[str] = set()
@@ -125,7 +128,7 @@ class RealignReplace:
             timestep = float(self.sigma_to_timestep(sigma.reshape(1)).flatten()[0])
             strength = timestep_strength(self.strength, timestep, self.schedule)
         self._strength_of = (sigmas, strength)
-        self.strengths.append((float(sigma), strength))  # one (σ, λ_t) per model call, for tests and recorders
+        self.strengths.append((float(sigma), strength))
         return strength
 
     def warn_once(self, key: str, message: str, *args) -> None:

@@ -82,10 +82,16 @@ def normalize_tag(tag: str) -> str:
     return re.sub(r"\s+", " ", str(tag).replace("_", " ")).strip().lower()
 
 
+# periods that end an abbreviation, not a tag: "st. bernard", "mt. fuji", "dr. pepper"
+_ABBREVIATIONS = ("st", "mt", "mr", "mrs", "ms", "dr", "jr", "sr", "vs", "no")
+_TAG_SEPARATOR = re.compile(r"[,;\n]|" + "".join(rf"(?<!\b{a})" for a in _ABBREVIATIONS) + r"\.(?=\s|$)", re.IGNORECASE)
+
+
 def split_tag_list(text: str) -> list[str]:
     """Tags typed in a widget: separated by commas, semicolons, new lines or a period that ends a word
-    (GroundingDINO's ``cat . dog``); in order, without repeats (compared by ``normalize_tag``)."""
-    return unique_tags(t.strip() for t in re.split(r"[,;\n]|\.(?=\s|$)", text or ""))
+    (GroundingDINO's ``cat . dog``) other than a common abbreviation's (``st. bernard``); in order, without
+    repeats (compared by ``normalize_tag``)."""
+    return unique_tags(t.strip() for t in _TAG_SEPARATOR.split(text or ""))
 
 
 def unique_tags(tags) -> list[str]:

@@ -32,6 +32,7 @@ def test_tags_are_split_on_commas_periods_and_lines(pack):
     assert split_tag_list("book, pen\nyellow pen. book ;; ") == ["book", "pen", "yellow pen"]
     assert split_tag_list("  ") == []
     assert split_tag_list("Pen; pen\nPEN. cat . dog") == ["Pen", "cat", "dog"]  # one parser for every tag widget
+    assert split_tag_list("St. Bernard. mt. fuji, dog. dr. pepper.") == ["St. Bernard", "mt. fuji", "dog", "dr. pepper"]
 
 
 def test_masks_and_labels_batch_every_object_and_never_return_nothing(pack):

@@ -75,6 +75,29 @@ PRESETS = {
     "small": dict(
         hidden=256, layers=4, heads=4, ffn=1024, image_size=224, patch=16, queries=32, proj=128, text_len=128
     ),
+    # the shapes of Salesforce/blip2-opt-2.7b and blip2-itm-vit-g (ViT-g, 12-layer Q-Former, OPT-2.7b), except
+    # the vocabularies (the test tokenizers'): 3.7 B parameters instead of 3.9 B; for benchmarks, not tests
+    "opt-2.7b": dict(
+        hidden=768,
+        layers=12,
+        heads=12,
+        ffn=3072,
+        image_size=224,
+        patch=14,
+        queries=32,
+        proj=256,
+        text_len=512,
+        vision=dict(hidden_size=1408, num_hidden_layers=39, num_attention_heads=16, intermediate_size=6144),
+        qformer=dict(encoder_hidden_size=1408, num_hidden_layers=12),
+        text=dict(
+            hidden_size=2560,
+            word_embed_proj_dim=2560,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            ffn_dim=10240,
+            max_position_embeddings=2048,
+        ),
+    ),
 }
 
 
@@ -207,6 +230,10 @@ def _configs(
         )
     else:
         raise ValueError(f"language_model must be 'opt' or 't5', got {language_model!r}")
+    vision.update(preset.get("vision", {}))
+    qformer.update(preset.get("qformer", {}))
+    if language_model == "opt":
+        text.update(preset.get("text", {}))
     return Blip2Config(
         vision_config=vision,
         qformer_config=qformer,
@@ -226,6 +253,7 @@ def write_tiny_blip2(
     captioner_name: str | None = None,
     text_encoder_name: str | None = None,
     tie_word_embeddings: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> tuple[Path, Path]:
     """Write a random BLIP-2 captioner folder and a random BLIP-2 retrieval folder under ``root``.
 
@@ -234,6 +262,7 @@ def write_tiny_blip2(
     captioner its own output head: tied (as in the real OPT) to the unit-scale random embeddings, its next-token
     distribution is nearly one-hot (each token predicts itself), so sampled captions hardly vary; untied, its
     logits are unit scale and samples differ from seed to seed. (The T5 captioner is always untied, like Flan-T5.)
+    ``dtype``: the weights' dtype in the files (float32 unless told; float16 halves a large preset's files).
     """
     ensure_torchvision_importable()
     from transformers import (
@@ -280,7 +309,7 @@ def write_tiny_blip2(
             (text_encoder_dir, retrieval, itm_processor),
         ):
             folder.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(folder)
+            model.to(dtype or torch.float32).save_pretrained(folder)
             processor.save_pretrained(folder)
     finally:
         if bars:
