@@ -73,9 +73,10 @@ class Processes:
     # --- whole weights and optimizer state (collective under FSDP: every process calls them) -----------------
 
     def full_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """``module``'s whole weights: under FSDP gathered onto the main process (the others get {})."""
+        """``module``'s whole weights on the main process, the one that writes them (the others get {}); under
+        FSDP gathered from the shards."""
         if not self.sharded:
-            return module.state_dict()
+            return module.state_dict() if self.is_main else {}
         with self.failures("gathering the sharded weights"):
             return self.accelerator.get_state_dict(module)
 
@@ -90,9 +91,10 @@ class Processes:
             set_model_state_dict(module, tensors, options=StateDictOptions(full_state_dict=True))
 
     def optimizer_state(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        """The optimizer's whole state (under FSDP keyed by parameter name and gathered onto the main process)."""
+        """The optimizer's whole state on the main process ({} on the others); under FSDP keyed by parameter
+        name and gathered from the shards."""
         if not self.sharded:
-            return optimizer.state_dict()
+            return optimizer.state_dict() if self.is_main else {}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         with self.failures("gathering the sharded optimizer state"):

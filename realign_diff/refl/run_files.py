@@ -25,7 +25,7 @@ class RunFiles:
     # --- checkpoints --------------------------------------------------------------------------------------
 
     def _trainable_tensors(self) -> dict[str, torch.Tensor]:
-        """Every process calls it; under FSDP only the main one gets the tensors."""
+        """Every process calls it; only the main one gets the tensors."""
         return {k: v.detach().float().cpu() for k, v in self.processes.full_state_dict(self.trainable).items()}
 
     def training_state(self) -> dict:
@@ -148,7 +148,8 @@ class RunFiles:
         dtype = dtype_of(c.save_dtype)
         meta = self.output_metadata(step)
         if self.lora is not None:
-            self.lora.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})
+            if use_best:
+                self.lora.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})
             meta.update(
                 {
                     "ss_network_module": "networks.lora",
