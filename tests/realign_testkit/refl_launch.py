@@ -4,9 +4,11 @@ what two runs trained. Used by the multi-process tests and ``bench/refl_processe
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -68,6 +70,21 @@ def worker_pids(launcher_pid: int) -> dict[int, int]:
                 if item.startswith(b"RANK="):
                     found[int(item[5:])] = int(entry.name)
     return found
+
+
+def kill_one_worker(args: list[str], run_dir: Path, engine: str = "ddp") -> tuple[str, int, float]:
+    """Launch a 2-process run, ``kill -9`` its rank 1 once ``checkpoint-1`` is written: (the launcher's output,
+    its exit code, the seconds from the kill to its exit)."""
+    launcher = launch(2, args, engine, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while not (run_dir / "checkpoint-1").is_dir() and launcher.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = worker_pids(launcher.pid)
+    assert set(workers) == {0, 1}, "the run ended before a worker could be killed"
+    killed_at = time.time()
+    os.kill(workers[1], signal.SIGKILL)
+    out, _ = launcher.communicate(timeout=120)  # never a hang: the launcher ends the survivor
+    return out, launcher.returncode, time.time() - killed_at
 
 
 def assert_same_training(a: dict, b: dict, base: dict, steps: int) -> None:

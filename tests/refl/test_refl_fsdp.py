@@ -7,12 +7,9 @@ gloo here. A sharded run must train what one process with the whole batch trains
 process, and resume exactly.
 """
 
-import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -22,7 +19,7 @@ from realign_diff.refl import saving
 from realign_diff.refl.config import ConfigError, TrainConfig
 from realign_diff.refl.models import load_base
 from realign_testkit.refl import assert_same_run, cli_args, write_prompts
-from realign_testkit.refl_launch import assert_same_training, launch, metrics_rows, run, worker_pids
+from realign_testkit.refl_launch import assert_same_training, kill_one_worker, launch, metrics_rows, run
 
 STEPS = 3
 
@@ -83,16 +80,8 @@ def test_fsdp_killed_worker_ends_the_run_and_resume_is_exact(fsdp_run, tiny_base
     root, prompts, _ = fsdp_run
     output, run_dir = root / "killed.safetensors", root / "killed-run"
     args = _args(tiny_base, prompts, blip2_dirs, output)
-    launcher = launch(2, args, "fsdp", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while not (run_dir / "checkpoint-1").is_dir() and launcher.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    workers = worker_pids(launcher.pid)
-    assert set(workers) == {0, 1}, "the run ended before a worker could be killed"
-    killed_at = time.time()
-    os.kill(workers[1], signal.SIGKILL)
-    out, _ = launcher.communicate(timeout=120)
-    assert launcher.returncode != 0 and time.time() - killed_at < 60
+    _, returncode, seconds = kill_one_worker(args, run_dir, "fsdp")
+    assert returncode != 0 and seconds < 60
     assert not output.exists()
 
     resumed = run(2, [*args, "--resume", "latest"], engine="fsdp")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from realign_diff.refl import saving
 from realign_testkit.refl import assert_same_run, cli_args
-from realign_testkit.refl_launch import assert_same_training, launch, metrics_rows, run, worker_pids
+from realign_testkit.refl_launch import assert_same_training, kill_one_worker, launch, metrics_rows, run, worker_pids
 
 STEPS = 3
 
@@ -80,18 +80,10 @@ def test_a_killed_worker_ends_the_run_and_resume_is_exact(two_process_run, tiny_
     root, prompts, _ = two_process_run
     output, run_dir = root / "killed.safetensors", root / "killed-run"
     args = _args(tiny_base, prompts, blip2_dirs, output, "--train-batch-size", "2")
-    launcher = launch(2, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while not (run_dir / "checkpoint-1").is_dir() and launcher.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    workers = worker_pids(launcher.pid)
-    assert set(workers) == {0, 1}, "the run ended before a worker could be killed"
-    killed_at = time.time()
-    os.kill(workers[1], signal.SIGKILL)
-    out, _ = launcher.communicate(timeout=120)  # never a hang: the launcher ends the survivor
-    print(f"\n[timing] the launcher exited {time.time() - killed_at:.1f} s after the kill")
-    assert launcher.returncode != 0
-    assert time.time() - killed_at < 60
+    out, returncode, seconds = kill_one_worker(args, run_dir)
+    print(f"\n[timing] the launcher exited {seconds:.1f} s after the kill")
+    assert returncode != 0
+    assert seconds < 60
     assert "rank" in out and "1" in out and "-9" in out  # torchrun names the failed rank and its signal
     assert not output.exists()
 
