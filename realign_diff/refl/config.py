@@ -358,6 +358,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="python training/refl.py",
         description="ReFL fine-tuning of SD-1.5 against the BLIP-2 caption reward (RealignDiff stage 1). "
         "Writes a checkpoint that ComfyUI's Load Checkpoint node loads, or with --lora a LoRA for LoraLoader.",
+        epilog="Several GPUs or machines: `accelerate launch --num_processes 8 training/refl.py ...` (or torchrun) "
+        "trains one run of the same effective batch on all of them (DDP); `accelerate launch --config_file "
+        "training/accelerate/fsdp.yaml training/refl.py ...` shards a full fine-tuning's UNet, gradients and "
+        "AdamW state over them (FSDP2, with --mixed-precision bf16 or no). See docs/training.md.",
         formatter_class=_HelpFormatter,
     )
     groups = {key: parser.add_argument_group(title) for key, title in _groups().items()}
