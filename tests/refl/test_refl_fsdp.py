@@ -89,6 +89,22 @@ def test_fsdp_killed_worker_ends_the_run_and_resume_is_exact(fsdp_run, tiny_base
     assert_same_run(root / "out.safetensors", output, root / "out-run", run_dir)
 
 
+def test_fsdp_with_bf16_autocast_and_gradient_checkpointing_trains(tmp_path, tiny_base, blip2_dirs):
+    output = tmp_path / "bf16.safetensors"
+    extra = ("--max-steps", "2", "--checkpointing-steps", "0", "--validation-steps", "0")
+    args = _args(tiny_base, write_prompts(tmp_path / "p.txt"), blip2_dirs, output, *extra)
+    log = run(2, [*args, "--mixed-precision", "bf16", "--gradient-checkpointing"], engine="fsdp")
+    assert "mixed precision = bf16" in log and "gradient checkpointing = True" in log
+    rows = [row.split(",") for row in (tmp_path / "bf16-run" / "metrics.csv").read_text().splitlines()]
+    header, steps = rows[0], rows[1:]
+    assert len(steps) == 2 and all(row[header.index("skipped")] == "0" for row in steps)
+    assert all(torch.isfinite(torch.tensor(float(row[header.index("loss")]))) for row in steps)
+    base, trained = load_file(str(tiny_base)), load_file(str(output))
+    unet = [k for k in trained if k.startswith("model.diffusion_model.")]
+    moved = [k for k in unet if not torch.equal(trained[k].float(), base[k].float())]
+    assert len(moved) > len(unet) // 2  # trained, in bf16 autocast, through the checkpointed blocks
+
+
 def test_a_sharded_checkpoint_is_refused_by_an_unsharded_run_with_the_fix(fsdp_run, tiny_base, blip2_dirs):
     root, prompts, _ = fsdp_run
     checkpoint = root / "copied-run" / "checkpoint-3"
