@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
-from refl_step import PeakMemory  # noqa: E402
+from refl_step import PeakMemory, _device  # noqa: E402
 
 VARIANTS = {
     "full": dict(),
@@ -61,7 +61,7 @@ def measure(config, repeats: int) -> dict:
     """One warm-up optimizer step, then ``repeats`` timed ones."""
     from realign_diff.refl.trainer import ReFLTrainer
 
-    device = torch.device(config.device if config.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(config.device)
     trainer = None
     try:
         with PeakMemory(device) as built:
@@ -143,8 +143,8 @@ def main() -> None:
                     results[name].append(dict(error=f"skipped: {exc}"))
                 print(f"{name}: {results[name][-1]}", flush=True)
 
-    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    gpu = f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else ""
+    device = _device(args.device)
+    gpu = f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
     print(
         f"\n{device}{gpu}, {args.shapes} shapes, {args.resolution} px, batch {args.batch}, T = {args.steps}, "
         f"k in [{round(0.6 * args.steps)}, {args.steps - 1}], "

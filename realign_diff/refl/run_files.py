@@ -61,6 +61,14 @@ class RunFiles:
         self.processes.barrier(f"the end of checkpoint-{self.global_step}")
         return path
 
+    def save_best(self, reward: float) -> None:
+        """``best/trainable-N.safetensors`` of this step's weights; every process calls it, the main one writes."""
+        tensors = self._trainable_tensors()
+        if self.processes.is_main:
+            meta = {"step": str(self.global_step), "validation_reward": str(reward)}
+            saving.atomic_save_safetensors(tensors, self._best_path(self.global_step), meta)
+            self._prune_best()
+
     def _best_path(self, step: int) -> Path:
         return self.run_dir / "best" / f"trainable-{step}.safetensors"
 

@@ -521,14 +521,7 @@ class ReFLTrainer(RunFiles):
         if self.best_reward is None or reward > self.best_reward:
             self.best_reward, self.best_step, self.bad_validations = reward, self.global_step, 0
             if c.keep_best:
-                tensors = self._trainable_tensors()  # collective under FSDP
-            if c.keep_best and self.processes.is_main:
-                saving.atomic_save_safetensors(
-                    tensors,
-                    self._best_path(self.global_step),
-                    {"step": str(self.global_step), "validation_reward": str(reward)},
-                )
-                self._prune_best()
+                self.save_best(reward)
             self._log(logging.INFO, "step %d: validation reward %.4f (best so far)", self.global_step, reward)
         else:
             self.bad_validations += 1
